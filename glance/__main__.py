@@ -1,0 +1,3 @@
+from glance.cli import main
+
+main()

@@ -1,0 +1,72 @@
+"""Shared pieces of the commands: option types, error handling, help epilogs."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from glance.families import FAMILIES, GlanceError
+
+
+def examples(*lines: str) -> str:
+    """An 'Examples' epilog in the style of huggingface_hub's CLI."""
+    body = "\n\n".join(f"  $ {line}" for line in lines)
+    return f"Examples\n\n{body}"
+
+
+def cli_errors(command):
+    """Turn a GlanceError into one line on stderr and exit code 1: no traceback for bad input."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except GlanceError as exc:
+            print(f"glance: error: {exc}", file=sys.stderr)
+            raise typer.Exit(1) from None
+        except ValidationError as exc:  # a settings model refused a value the options let through
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            print(f"glance: error: {where}: {first['msg']}", file=sys.stderr)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+FamilyName = Enum("FamilyName", {name: name for name in FAMILIES}, type=str)
+
+
+class DeviceName(str, Enum):
+    auto = "auto"
+    cuda = "cuda"
+    cpu = "cpu"
+
+
+ModelOpt = Annotated[
+    str | None,
+    typer.Option("--model", "-m", help="Hub id or local diffusers folder. [default: black-forest-labs/FLUX.1-dev]"),
+]
+FamilyOpt = Annotated[
+    FamilyName | None,
+    typer.Option(help="Model family; read from a local model's model_index.json or known hub ids when left out."),
+]
+ResolutionOpt = Annotated[int, typer.Option(min=64, help="Training resolution in pixels (square area).")]
+OutputDirOpt = Annotated[
+    Path,
+    typer.Option("--output-dir", "-o", help="Run folder: LoRAs in OUTPUT_DIR/glance-slow and /glance-fast, manifest glance.json."),
+]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing outputs that differ.")]
+SlowTimestepsOpt = Annotated[
+    str | None,
+    typer.Option(help="Slow-phase list, comma-separated: timesteps (0-1000) or sigmas (0-1). [default: from the model]"),
+]
+FastTimestepsOpt = Annotated[
+    str | None,
+    typer.Option(help="Fast-phase list, on the same scale as --slow-timesteps. [default: from the model]"),
+]

@@ -1,0 +1,161 @@
+"""`glance configs` and `glance schedule`: the SimpleTuner files, and the timestep lists behind them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from glance.cli._common import (
+    DeviceName,
+    FamilyOpt,
+    FastTimestepsOpt,
+    ForceOpt,
+    ModelOpt,
+    OutputDirOpt,
+    ResolutionOpt,
+    SlowTimestepsOpt,
+    cli_errors,
+    examples,
+)
+from glance.families import DEFAULT_MODEL
+
+ImageArg = Annotated[
+    Path,
+    typer.Argument(help="The training image; its caption is the .txt file with the same stem."),
+]
+ConfigDirOpt = Annotated[Path, typer.Option("--config-dir", help="Where the three SimpleTuner JSON files go.")]
+StepsOpt = Annotated[int | None, typer.Option(min=1, help="Training steps per phase. [default: 60, the paper's]")]
+RankOpt = Annotated[int | None, typer.Option(min=1, help="LoRA rank (alpha = 4 x rank). [default: per family]")]
+LearningRateOpt = Annotated[float | None, typer.Option(min=0, help="Constant learning rate. [default: per family]")]
+DeviceOpt = Annotated[
+    DeviceName, typer.Option(help="Where SimpleTuner trains; cpu gets mixed_precision 'no' and fp32 AdamW.")
+]
+SeedOpt = Annotated[int, typer.Option(help="Training seed.")]
+
+
+def settings_from_options(
+    image: Path,
+    *,
+    model: str | None,
+    family,
+    resolution: int,
+    steps: int | None,
+    rank: int | None,
+    learning_rate: float | None,
+    slow_timesteps: str | None,
+    fast_timesteps: str | None,
+    output_dir: Path,
+    config_dir: Path,
+    device: DeviceName,
+    seed: int,
+    separate_caches: bool = False,
+):
+    from glance.train import TrainSettings
+
+    return TrainSettings(
+        image=image,
+        model=model or DEFAULT_MODEL,
+        family=family.value if family is not None else None,
+        resolution=resolution,
+        steps=steps,
+        rank=rank,
+        learning_rate=learning_rate,
+        slow_timesteps=slow_timesteps,
+        fast_timesteps=fast_timesteps,
+        output_dir=output_dir,
+        config_dir=config_dir,
+        device=device.value,
+        seed=seed,
+        separate_caches=separate_caches,
+    )
+
+
+EPILOG = examples(
+    "glance configs --out config/",
+    "glance configs data/glance.png --model ./my-flux --device cpu --steps 8",
+    "glance configs --model Qwen/Qwen-Image --slow-timesteps 1000,979.19 --fast-timesteps 886.71,20 --force",
+)
+
+
+@cli_errors
+def configs_command(
+    image: ImageArg = Path("data/glance.png"),
+    out: Annotated[Path, typer.Option("--out", help="Where the three SimpleTuner JSON files go.")] = Path("config"),
+    model: ModelOpt = None,
+    family: FamilyOpt = None,
+    resolution: ResolutionOpt = 1024,
+    steps: StepsOpt = None,
+    rank: RankOpt = None,
+    learning_rate: LearningRateOpt = None,
+    slow_timesteps: SlowTimestepsOpt = None,
+    fast_timesteps: FastTimestepsOpt = None,
+    output_dir: OutputDirOpt = Path("output"),
+    device: DeviceOpt = DeviceName.auto,
+    seed: SeedOpt = 0,
+    force: ForceOpt = False,
+) -> None:
+    """Write the SimpleTuner files for both phases: multidatabackend.json, glance-slow.json, glance-fast.json.
+
+    Also stages the image and caption into OUTPUT_DIR/dataset (SimpleTuner writes files into its
+    dataset folder), so the files run as written with the commands printed at the end.
+    """
+    from glance.train import plan_run, simpletuner_command_lines, write_configs
+
+    settings = settings_from_options(
+        image,
+        model=model,
+        family=family,
+        resolution=resolution,
+        steps=steps,
+        rank=rank,
+        learning_rate=learning_rate,
+        slow_timesteps=slow_timesteps,
+        fast_timesteps=fast_timesteps,
+        output_dir=output_dir,
+        config_dir=out,
+        device=device,
+        seed=seed,
+    )
+    plan = plan_run(settings)
+    for path in write_configs(plan, force=force):
+        print(f"wrote {path}")
+    print(f"staged {plan.pair.image} -> {plan.dataset_dir}")
+    print("run each phase (from this folder) with:")
+    for line in simpletuner_command_lines(plan):
+        print(f"  {line}")
+
+
+SCHEDULE_EPILOG = examples(
+    "glance schedule",
+    "glance schedule --family qwen_image --resolution 1024",
+    "glance schedule --model ./my-flux --resolution 512",
+)
+
+
+@cli_errors
+def schedule_command(
+    model: ModelOpt = None,
+    family: FamilyOpt = None,
+    resolution: ResolutionOpt = 1024,
+) -> None:
+    """Print the default slow and fast lists: the model's 50-step schedule at RESOLUTION, steps 0,2,4,6,8 | 10,20,30,40,49."""
+    from glance.families import FAMILIES, model_schedule, resolve_family
+    from glance.schedule import FAST_INDICES, SLOW_INDICES, default_lists, switch_step, to_simpletuner
+
+    if model is None and family is not None:
+        model = FAMILIES[family.value].hub_ids[0]
+    model = model or DEFAULT_MODEL
+    fam = resolve_family(model, family.value if family is not None else None)
+    lists = default_lists(fam, model_schedule(model, fam), resolution)
+    print(f"{model} ({fam.name}) at {resolution}x{resolution}")
+    rows = [("slow", SLOW_INDICES, lists.slow, lists.slow_sigmas), ("fast", FAST_INDICES, lists.fast, lists.fast_sigmas)]
+    step = 0
+    for phase, indices, timesteps, sigmas in rows:
+        for index, t, s in zip(indices, timesteps, sigmas, strict=True):
+            print(f"  step {step:2d}  {phase}  timestep {t:9.4f}  sigma {s:.6f}  (base step {index})")
+            step += 1
+    print(f"the fast LoRA takes over at step {switch_step(lists)}; sigma 0 follows step {step - 1}")
+    print(f"--slow-timesteps {to_simpletuner(lists.slow)}")
+    print(f"--fast-timesteps {to_simpletuner(lists.fast)}")

@@ -1,0 +1,115 @@
+"""`glance train`: both SimpleTuner phases on one image, resumable and safe."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from glance.cli._common import (
+    DeviceName,
+    FamilyOpt,
+    FastTimestepsOpt,
+    ForceOpt,
+    ModelOpt,
+    OutputDirOpt,
+    ResolutionOpt,
+    SlowTimestepsOpt,
+    cli_errors,
+    examples,
+)
+from glance.cli.configs import (
+    ConfigDirOpt,
+    DeviceOpt,
+    ImageArg,
+    LearningRateOpt,
+    RankOpt,
+    SeedOpt,
+    StepsOpt,
+    settings_from_options,
+)
+
+
+class Phase(str, Enum):
+    slow = "slow"
+    fast = "fast"
+
+
+EPILOG = examples(
+    "glance train data/glance.png",
+    "glance train data/glance.png --model ./tiny-flux --device cpu --steps 4",
+    "glance train data/glance.png --only fast --force",
+    "glance train data/glance.png --dry-run --parallel --num-processes 2 --device cuda",
+)
+
+
+@cli_errors
+def train_command(
+    image: ImageArg = Path("data/glance.png"),
+    model: ModelOpt = None,
+    family: FamilyOpt = None,
+    resolution: ResolutionOpt = 1024,
+    steps: StepsOpt = None,
+    rank: RankOpt = None,
+    learning_rate: LearningRateOpt = None,
+    slow_timesteps: SlowTimestepsOpt = None,
+    fast_timesteps: FastTimestepsOpt = None,
+    output_dir: OutputDirOpt = Path("output"),
+    config_dir: ConfigDirOpt = Path("config"),
+    device: DeviceOpt = DeviceName.auto,
+    seed: SeedOpt = 0,
+    only: Annotated[Phase | None, typer.Option(help="Run one phase only.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Retrain phases that are up to date; overwrite configs.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the files, commands and environment; run nothing.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Stream SimpleTuner's output as it comes.")] = False,
+    parallel: Annotated[bool, typer.Option("--parallel", help="Train both phases at once, one GPU (set) each.")] = False,
+    num_processes: Annotated[int, typer.Option("--num-processes", min=1, help="GPUs (accelerate processes) per phase.")] = 1,
+) -> None:
+    """Check the pair, write the configs, train the slow then the fast LoRA, record the run in OUTPUT_DIR/glance.json.
+
+    A phase whose weights exist and whose inputs are unchanged is skipped; Ctrl-C stops training
+    (exit 130) and leaves that phase not done.
+    """
+    from glance.train import TrainingInterrupted, describe_launches, phase_launches, plan_run, train
+
+    settings = settings_from_options(
+        image,
+        model=model,
+        family=family,
+        resolution=resolution,
+        steps=steps,
+        rank=rank,
+        learning_rate=learning_rate,
+        slow_timesteps=slow_timesteps,
+        fast_timesteps=fast_timesteps,
+        output_dir=output_dir,
+        config_dir=config_dir,
+        device=device,
+        seed=seed,
+        separate_caches=parallel,
+    )
+    plan = plan_run(settings)
+    if dry_run:
+        describe_launches(plan, phase_launches(plan, parallel=parallel, num_processes=num_processes))
+        return
+    from glance.train import Reporter
+
+    try:
+        manifest = train(
+            plan,
+            force=force,
+            only=only.value if only is not None else None,
+            parallel=parallel,
+            num_processes=num_processes,
+            reporter=Reporter(verbose=verbose),
+        )
+    except TrainingInterrupted as exc:
+        print(f"glance: {exc}", file=sys.stderr)
+        raise typer.Exit(130) from None
+    done = ", ".join(manifest.phases) or "none"
+    print(f"manifest: {plan.manifest_path} (phases done: {done})")
+    if manifest.complete:
+        print('next: glance infer "your prompt"' + (f" --output-dir {output_dir}" if output_dir != Path("output") else ""))

@@ -1,0 +1,192 @@
+"""Per-family facts: the one place where FLUX, SD3 and Qwen-Image differ.
+
+Adding a model family means adding one `Family` here (and its tiny test model in tiny.py).
+Nothing in this module imports torch or diffusers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class GlanceError(ValueError):
+    """A user-facing error: the CLI prints its message as one line and exits non-zero."""
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    """The parts of a FlowMatchEulerDiscreteScheduler config that decide its sigmas."""
+
+    shift: float = 1.0
+    use_dynamic_shifting: bool = False
+    base_shift: float = 0.5
+    max_shift: float = 1.15
+    base_image_seq_len: int = 256
+    max_image_seq_len: int = 4096
+    shift_terminal: float | None = None
+    time_shift_type: str = "exponential"
+
+    @classmethod
+    def from_config(cls, config: dict) -> SchedulerSettings:
+        names = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in config.items() if k in names and v is not None})
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Training and sampling defaults from the Glance paper (arXiv 2512.02899)."""
+
+    rank: int
+    learning_rate: float
+    steps: int = 60
+    warmup_steps: int = 10
+    alpha_per_rank: int = 4  # paper: alpha = 4 x rank
+    train_guidance: float | None = None  # FLUX's distilled guidance embedding during training
+    guidance: float = 1.0  # sampling guidance (embedded for FLUX, CFG for SD3)
+    true_cfg: float | None = None  # Qwen-Image samples with true CFG
+    negative_prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str  # SimpleTuner's model_family
+    pipeline_class: str  # diffusers class name
+    hub_ids: tuple[str, ...]
+    scheduler: SchedulerSettings
+    recipe: Recipe
+    patch_size: int = 2  # latent pixels per transformer token, per side
+    # How the pipeline seeds its default schedule: FLUX and Qwen pass linspace(1, 1/N, N) sigmas;
+    # SD3 passes none, so the scheduler spaces timesteps between its own sigma_max and sigma_min.
+    default_sigmas: str = "linspace"
+    min_image_side: int = 64  # SimpleTuner's aspect alignment
+    simpletuner_extras: dict = field(default_factory=dict)
+
+    def image_seq_len(self, width: int, height: int, vae_scale_factor: int = 8) -> int:
+        """Packed image tokens the pipeline computes mu from (1024x1024 at /8 /2 -> 4096)."""
+        per_token = vae_scale_factor * self.patch_size
+        return (height // per_token) * (width // per_token)
+
+
+FAMILIES: dict[str, Family] = {
+    "flux": Family(
+        name="flux",
+        pipeline_class="FluxPipeline",
+        hub_ids=("black-forest-labs/FLUX.1-dev",),
+        scheduler=SchedulerSettings(
+            shift=3.0,
+            use_dynamic_shifting=True,
+            base_shift=0.5,
+            max_shift=1.15,
+            base_image_seq_len=256,
+            max_image_seq_len=4096,
+        ),
+        recipe=Recipe(rank=16, learning_rate=5e-4, train_guidance=1.0, guidance=1.0),
+        simpletuner_extras={"flux_guidance_mode": "constant"},
+    ),
+    "sd3": Family(
+        name="sd3",
+        pipeline_class="StableDiffusion3Pipeline",
+        hub_ids=(
+            "stabilityai/stable-diffusion-3-medium-diffusers",
+            "stabilityai/stable-diffusion-3.5-medium",
+            "stabilityai/stable-diffusion-3.5-large",
+        ),
+        scheduler=SchedulerSettings(shift=3.0),
+        default_sigmas="scheduler",
+        # The paper has no SD3 recipe; FLUX's is the nearest (same size class, same rank).
+        recipe=Recipe(rank=16, learning_rate=5e-4, guidance=1.0),
+    ),
+    "qwen_image": Family(
+        name="qwen_image",
+        pipeline_class="QwenImagePipeline",
+        hub_ids=("Qwen/Qwen-Image",),
+        scheduler=SchedulerSettings(
+            shift=1.0,
+            use_dynamic_shifting=True,
+            base_shift=0.5,
+            max_shift=0.9,
+            base_image_seq_len=256,
+            max_image_seq_len=8192,
+            shift_terminal=0.02,
+            time_shift_type="exponential",
+        ),
+        recipe=Recipe(rank=32, learning_rate=3e-4, true_cfg=5.0, negative_prompt=" "),
+    ),
+}
+
+DEFAULT_MODEL = "black-forest-labs/FLUX.1-dev"
+
+# diffusers pipeline class (model_index.json "_class_name") -> family
+_PIPELINE_TO_FAMILY = {f.pipeline_class: f.name for f in FAMILIES.values()}
+
+
+def get_family(name: str) -> Family:
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        known = ", ".join(FAMILIES)
+        raise GlanceError(f"unknown model family {name!r}; known families: {known}") from None
+
+
+def is_local_model(model: str) -> bool:
+    return Path(model).expanduser().is_dir()
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise GlanceError(f"cannot read {path}: {exc}") from None
+
+
+def resolve_family(model: str, family: str | None) -> Family:
+    """The family of `model`: as given, else from a local model_index.json, else from known hub ids."""
+    detected = None
+    if is_local_model(model):
+        index = Path(model).expanduser() / "model_index.json"
+        if index.is_file():
+            detected = _PIPELINE_TO_FAMILY.get(_read_json(index).get("_class_name"))
+    else:
+        detected = next((f.name for f in FAMILIES.values() if model in f.hub_ids), None)
+    if family is not None:
+        chosen = get_family(family)
+        if detected is not None and detected != chosen.name:
+            raise GlanceError(f"--family {chosen.name} does not match {model}, which is a {detected} model")
+        return chosen
+    if detected is None:
+        known = ", ".join(FAMILIES)
+        raise GlanceError(f"cannot tell the model family of {model!r}; pass --family ({known})")
+    return FAMILIES[detected]
+
+
+@dataclass(frozen=True)
+class ModelSchedule:
+    """What the 50-step default schedule of a model depends on."""
+
+    scheduler: SchedulerSettings
+    vae_scale_factor: int
+
+
+def model_schedule(model: str, family: Family) -> ModelSchedule:
+    """The scheduler settings and VAE downscale of `model`.
+
+    A local diffusers folder is read (its scheduler config and VAE config); a hub model uses the
+    settings shipped here, so nothing is downloaded.
+    """
+    if not is_local_model(model):
+        return ModelSchedule(family.scheduler, vae_scale_factor=8)
+    root = Path(model).expanduser()
+    sched_path = root / "scheduler" / "scheduler_config.json"
+    scheduler = SchedulerSettings.from_config(_read_json(sched_path)) if sched_path.is_file() else family.scheduler
+    vae_path = root / "vae" / "config.json"
+    vae_scale = 8
+    if vae_path.is_file():
+        vae = _read_json(vae_path)
+        # The same rules the pipelines use to derive their vae_scale_factor.
+        if "temperal_downsample" in vae:  # AutoencoderKLQwenImage
+            vae_scale = 2 ** len(vae["temperal_downsample"])
+        elif "block_out_channels" in vae:  # AutoencoderKL
+            vae_scale = 2 ** (len(vae["block_out_channels"]) - 1)
+    return ModelSchedule(scheduler, vae_scale)

@@ -1,0 +1,60 @@
+"""Atomic writes and the no-overwrite-without---force rule, shared by every output glance makes."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from glance.families import GlanceError
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write to a temporary file beside `path`, then rename it over `path` (never a half file)."""
+    path = Path(path)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise GlanceError(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise GlanceError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise
+
+
+def check_writable_dir(directory: Path) -> None:
+    """Fail early, before anything is written, when `directory` cannot be created or written."""
+    directory = Path(directory)
+    probe = directory
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise GlanceError(f"cannot write into {directory}: {probe} is not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise GlanceError(f"cannot write into {directory}: permission denied")
+
+
+def refuse_overwrite(path: Path, new: bytes | str, force: bool) -> bool:
+    """True when `path` must be (re)written; raises when it holds something else and not `force`.
+
+    An existing file with exactly the new content is left alone, so re-running is harmless.
+    """
+    path = Path(path)
+    if not path.exists():
+        return True
+    payload = new.encode("utf-8") if isinstance(new, str) else new
+    if path.is_file() and path.read_bytes() == payload:
+        return False
+    if not force:
+        raise GlanceError(f"{path} exists and differs from what glance would write; pass --force to overwrite it")
+    return True

@@ -1,0 +1,103 @@
+"""The run manifest: what `glance train` did, and what `glance infer` needs to sample it back.
+
+Written to `<output-dir>/glance.json` after each finished phase. Paths inside are relative to the
+manifest's folder, so an output folder can be moved or copied as a whole.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from glance.families import GlanceError, get_family
+from glance.files import write_atomic
+from glance.schedule import TimestepLists
+
+MANIFEST_NAME = "glance.json"
+WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
+PhaseName = Literal["slow", "fast"]
+PHASES: tuple[PhaseName, PhaseName] = ("slow", "fast")
+
+
+class PhaseRecord(BaseModel):
+    """One finished SimpleTuner run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lora_dir: str  # relative to the manifest's folder (or absolute)
+    inputs_sha256: str  # of its config, dataloader and pair: a change means retrain
+    duration_s: float
+    finished_at: datetime
+
+
+class RunManifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    glance_version: str
+    model: str  # hub id, or absolute path of a local diffusers folder
+    family: str
+    resolution: int
+    slow_timesteps: list[float]
+    fast_timesteps: list[float]
+    train_guidance: float | None = None  # FLUX's guidance embedding during training
+    seed: int
+    steps: int
+    rank: int
+    learning_rate: float
+    versions: dict[str, str] = Field(default_factory=dict)
+    phases: dict[PhaseName, PhaseRecord] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> RunManifest:
+        get_family(self.family)
+        self.lists  # validates the two lists with the same messages as the CLI
+        return self
+
+    @property
+    def lists(self) -> TimestepLists:
+        return TimestepLists(tuple(self.slow_timesteps), tuple(self.fast_timesteps))
+
+    @property
+    def complete(self) -> bool:
+        return all(phase in self.phases for phase in PHASES)
+
+    def lora_dir(self, phase: PhaseName, manifest_path: Path) -> Path:
+        record = self.phases.get(phase)
+        if record is None:
+            raise GlanceError(f"the {phase} phase has not finished in {manifest_path}; run `glance train` first")
+        return (Path(manifest_path).parent / record.lora_dir).resolve()
+
+    def save(self, path: Path) -> None:
+        write_atomic(path, self.model_dump_json(indent=2) + "\n")
+
+
+def load_manifest(path: Path) -> RunManifest:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise GlanceError(f"no run manifest at {path}; run `glance train` first or pass --slow and --fast") from None
+    except OSError as exc:
+        raise GlanceError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        return RunManifest.model_validate_json(text)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "manifest"
+        raise GlanceError(f"{path} is not a valid glance manifest ({where}: {first['msg']})") from None
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that shape the result, from metadata (no heavy imports)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("glance", "simpletuner", "diffusers", "torch", "transformers", "peft"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found

@@ -1,0 +1,566 @@
+"""Stage the pair, write the configs, run both SimpleTuner phases, record the run.
+
+The flow: `plan_run` turns the user's settings into a `RunPlan` (checks only, nothing written);
+`write_configs` stages the pair and writes the three JSON files; `train` runs the phases that are
+not already done and keeps the manifest up to date after each one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from glance import __version__
+from glance.families import DEFAULT_MODEL, Family, GlanceError, is_local_model, model_schedule, resolve_family
+from glance.files import check_writable_dir, refuse_overwrite, write_atomic
+from glance.manifest import (
+    MANIFEST_NAME,
+    PHASES,
+    WEIGHTS_NAME,
+    PhaseName,
+    PhaseRecord,
+    RunManifest,
+    load_manifest,
+    package_versions,
+)
+from glance.pair import DEFAULT_IMAGE, ImagePair, check_pair, stage_pair
+from glance.schedule import TimestepLists, default_lists, parse_list, to_simpletuner
+from glance.simpletuner import (
+    DataloaderConfig,
+    ImageDataset,
+    TextEmbedsDataset,
+    TrainingConfig,
+    accelerate_config_yaml,
+    dump_json,
+    find_simpletuner,
+    phase_command,
+    phase_env,
+)
+
+Device = Literal["auto", "cuda", "cpu"]
+
+
+class TrainSettings(BaseModel):
+    """What the user chose; every `glance configs` / `glance train` option maps to one field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: Path = DEFAULT_IMAGE
+    model: str = DEFAULT_MODEL
+    family: str | None = None
+    resolution: int = Field(1024, ge=64)
+    steps: int | None = Field(None, gt=0)
+    rank: int | None = Field(None, gt=0)
+    learning_rate: float | None = Field(None, gt=0)
+    slow_timesteps: str | None = None
+    fast_timesteps: str | None = None
+    output_dir: Path = Path("output")
+    config_dir: Path = Path("config")
+    device: Device = "auto"
+    seed: int = 0
+    separate_caches: bool = False  # --parallel: two phases at once must not write one cache
+
+
+def cuda_available(device: Device) -> bool:
+    if device != "auto":
+        return device == "cuda"
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@dataclass
+class RunPlan:
+    """Everything about a run that can be known before anything is written."""
+
+    settings: TrainSettings
+    family: Family
+    pair: ImagePair
+    lists: TimestepLists
+    cuda: bool
+    dataloaders: dict[PhaseName, tuple[Path, DataloaderConfig]]
+    configs: dict[PhaseName, TrainingConfig]
+    config_paths: dict[PhaseName, Path]
+
+    @property
+    def output_dir(self) -> Path:
+        return self.settings.output_dir
+
+    @property
+    def dataset_dir(self) -> Path:
+        return self.output_dir / "dataset"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.output_dir / "cache"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.output_dir / MANIFEST_NAME
+
+    def lora_dir(self, phase: PhaseName) -> Path:
+        return Path(self.configs[phase].output_dir)
+
+    def log_path(self, phase: PhaseName) -> Path:
+        return self.output_dir / f"glance-{phase}.log"
+
+    def files(self) -> dict[Path, str]:
+        """The JSON files of this run and their text."""
+        texts = {path: dump_json(loader.to_json()) for path, loader in self.dataloaders.values()}
+        texts.update({self.config_paths[p]: dump_json(self.configs[p].to_json()) for p in PHASES})
+        return texts
+
+    def inputs_sha256(self, phase: PhaseName) -> str:
+        """What a phase's weights depend on: its config, its dataloader, and the pair's content."""
+        loader_path, loader = self.dataloaders[phase]
+        digest = hashlib.sha256(dump_json(self.configs[phase].to_json()).encode())
+        digest.update(dump_json(loader.to_json()).encode())
+        digest.update(self.pair.fingerprint().encode())
+        return digest.hexdigest()
+
+
+def resolve_lists(settings: TrainSettings, family: Family) -> TimestepLists:
+    """The user's lists, or the model's own (its 50-step schedule at the training resolution)."""
+    given = (settings.slow_timesteps, settings.fast_timesteps)
+    if all(v is None for v in given):
+        return default_lists(family, model_schedule(settings.model, family), settings.resolution)
+    if any(v is None for v in given):
+        raise GlanceError("give both --slow-timesteps and --fast-timesteps, or neither (to use the model's own)")
+    return TimestepLists(parse_list(given[0], "--slow-timesteps"), parse_list(given[1], "--fast-timesteps"))
+
+
+def plan_run(settings: TrainSettings) -> RunPlan:
+    """Check the inputs and compose the three configs. Writes nothing."""
+    family = resolve_family(settings.model, settings.family)
+    lists = resolve_lists(settings, family)
+    pair = check_pair(settings.image, family.min_image_side)
+    cuda = cuda_available(settings.device)
+    model = str(Path(settings.model).expanduser().resolve()) if is_local_model(settings.model) else settings.model
+
+    recipe = family.recipe
+    steps = settings.steps or recipe.steps
+    rank = settings.rank or recipe.rank
+    out, cfg_dir = settings.output_dir, settings.config_dir
+
+    def dataloader(cache: Path) -> DataloaderConfig:
+        return DataloaderConfig(
+            image=ImageDataset(
+                instance_data_dir=str(out / "dataset"),
+                resolution=settings.resolution,
+                cache_dir_vae=str(cache / "vae"),
+            ),
+            text_embeds=TextEmbedsDataset(cache_dir=str(cache / "text")),
+        )
+
+    shared = (cfg_dir / "multidatabackend.json", dataloader(out / "cache"))
+    dataloaders: dict[PhaseName, tuple[Path, DataloaderConfig]] = {"slow": shared, "fast": shared}
+    if settings.separate_caches:
+        dataloaders["fast"] = (cfg_dir / "multidatabackend-fast.json", dataloader(out / "cache" / "fast"))
+
+    configs = {
+        phase: TrainingConfig(
+            model_family=family.name,
+            pretrained_model_name_or_path=model,
+            data_backend_config=str(dataloaders[phase][0]),
+            output_dir=str(out / f"glance-{phase}"),
+            resolution=settings.resolution,
+            max_train_steps=steps,
+            learning_rate=settings.learning_rate or recipe.learning_rate,
+            lr_warmup_steps=min(recipe.warmup_steps, steps // 2),
+            lora_rank=rank,
+            lora_alpha=recipe.alpha_per_rank * rank,
+            flow_custom_timesteps=to_simpletuner(getattr(lists, phase)),
+            mixed_precision="bf16" if cuda else "no",
+            optimizer="adamw_bf16" if cuda else "torch-adamw",  # CPU: plain fp32 AdamW
+            seed=settings.seed,
+            **family.simpletuner_extras,
+            **({"flux_guidance_value": recipe.train_guidance} if recipe.train_guidance is not None else {}),
+        )
+        for phase in PHASES
+    }
+    config_paths = {phase: cfg_dir / f"glance-{phase}.json" for phase in PHASES}
+    return RunPlan(settings, family, pair, lists, cuda, dataloaders, configs, config_paths)
+
+
+def write_configs(plan: RunPlan, *, force: bool = False) -> list[Path]:
+    """Stage the pair and write the JSON files; returns the files written or already up to date.
+
+    Nothing is written when any existing file differs and `force` is off.
+    """
+    check_writable_dir(plan.settings.config_dir)
+    check_writable_dir(plan.output_dir)
+    files = plan.files()
+    to_write = {path: text for path, text in files.items() if refuse_overwrite(path, text, force)}
+    _reset_stale_caches(plan)
+    stage_pair(plan.pair, plan.dataset_dir)
+    for path, text in to_write.items():
+        write_atomic(path, text)
+    return list(files)
+
+
+def _reset_stale_caches(plan: RunPlan) -> None:
+    """SimpleTuner keys its caches by file name: a new image, caption, model or size must not reuse them."""
+    stamp = plan.cache_dir / "glance-cache.json"
+    key = dump_json(
+        {"pair": plan.pair.fingerprint(), "model": plan.configs["slow"].pretrained_model_name_or_path,
+         "resolution": plan.settings.resolution}
+    )
+    if stamp.is_file() and stamp.read_text() == key:
+        return
+    if plan.cache_dir.exists():
+        shutil.rmtree(plan.cache_dir)
+    write_atomic(stamp, key)
+
+
+def simpletuner_command_lines(plan: RunPlan) -> list[str]:
+    """The plain shell lines that run each phase by hand, as `glance train` runs them."""
+    import shlex
+
+    env = "CONFIG_BACKEND=json" + ("" if plan.cuda else " MIXED_PRECISION=no")
+    lines = []
+    for phase in PHASES:
+        cmd = ["simpletuner", "train", "--env", str(plan.config_paths[phase])]
+        lines.append(f"{env} {shlex.join(cmd)}")
+    return lines
+
+
+# --- running the phases ---------------------------------------------------------------------
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C during a phase: the child processes were stopped, the phase is not done."""
+
+
+@dataclass
+class PhaseLaunch:
+    """One phase's child process, exactly as it will be started."""
+
+    phase: PhaseName
+    config_path: Path
+    command: list[str]
+    env: dict[str, str]
+
+    def env_changes(self, base: dict[str, str] | None = None) -> dict[str, str | None]:
+        """The variables glance sets (value) or removes (None) relative to `base`."""
+        base = dict(os.environ if base is None else base)
+        changes: dict[str, str | None] = {k: v for k, v in self.env.items() if base.get(k) != v}
+        changes.update({k: None for k in base if k not in self.env})
+        return changes
+
+
+def phase_launches(plan: RunPlan, *, parallel: bool = False, num_processes: int = 1) -> list[PhaseLaunch]:
+    if (parallel or num_processes > 1) and not plan.cuda:
+        raise GlanceError("--parallel and --num-processes need CUDA GPUs (pass --device cuda on a GPU machine)")
+    if num_processes < 1:
+        raise GlanceError("--num-processes must be at least 1")
+    simpletuner = find_simpletuner()
+    accelerate = accelerate_config_path(plan, num_processes)
+    launches = []
+    for index, phase in enumerate(PHASES):
+        gpus = None
+        if parallel:  # disjoint GPU sets: slow on the first num_processes GPUs, fast on the next
+            gpus = ",".join(str(g) for g in range(index * num_processes, (index + 1) * num_processes))
+        env = phase_env(simpletuner, cuda=plan.cuda, gpus=gpus, accelerate_config=accelerate)
+        launches.append(PhaseLaunch(phase, plan.config_paths[phase], phase_command(simpletuner, plan.config_paths[phase]), env))
+    return launches
+
+
+def accelerate_config_path(plan: RunPlan, num_processes: int) -> Path | None:
+    if num_processes == 1:
+        return None
+    return plan.settings.config_dir / f"accelerate-{num_processes}.yaml"
+
+
+# tqdm's line: "Epoch 1/0, Steps:  40%|████      | 2/5 [00:03<00:04,  1.5s/it, lr=0.0005, step_loss=0.0973]"
+_STEP = re.compile(r"(\d+)/(\d+) \[")
+_LOSS = re.compile(r"\bstep_loss=([-+0-9.eE]+|nan)")
+
+
+@dataclass
+class PhaseProgress:
+    phase: PhaseName
+    total: int
+    step: int = 0
+    loss: float | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    def update(self, line: str) -> bool:
+        """Read one line of SimpleTuner's output; True when it moved the progress."""
+        step, loss = _STEP.search(line), _LOSS.search(line)
+        if step is None or int(step.group(2)) != self.total:
+            return False
+        self.step = int(step.group(1))
+        if loss is not None:
+            self.loss = float(loss.group(1))
+        return True
+
+    def render(self) -> str:
+        elapsed = int(time.monotonic() - self.started)
+        loss = f"  loss {self.loss:.4f}" if self.loss is not None else ""
+        return f"{self.phase}: step {self.step}/{self.total}{loss}  {elapsed // 60}:{elapsed % 60:02d}"
+
+
+class Reporter:
+    """Where progress goes: one live line per phase on a terminal, plain lines otherwise."""
+
+    def __init__(self, verbose: bool = False, stream=None):
+        self.verbose = verbose
+        self.stream = stream or sys.stderr
+        self.live = self.stream.isatty() and not verbose
+        self._lock = threading.Lock()
+        self._shown: dict[str, str] = {}
+
+    def message(self, text: str) -> None:
+        with self._lock:
+            self._clear_live()
+            print(text, file=self.stream, flush=True)
+
+    def raw(self, phase: str, line: str) -> None:
+        if self.verbose:
+            with self._lock:
+                print(f"[{phase}] {line}", file=self.stream, flush=True)
+
+    def progress(self, progress: PhaseProgress) -> None:
+        if not self.live:
+            return
+        with self._lock:
+            self._shown[progress.phase] = progress.render()
+            self.stream.write("\r\x1b[2K" + "  |  ".join(self._shown.values()))
+            self.stream.flush()
+
+    def _clear_live(self) -> None:
+        if self.live and self._shown:
+            self.stream.write("\r\x1b[2K")
+            self._shown.clear()
+
+
+class PhaseRun:
+    """A running phase: the child, a thread copying its output to the log and the reporter."""
+
+    def __init__(self, launch: PhaseLaunch, log_path: Path, total_steps: int, reporter: Reporter, cwd: Path | None = None):
+        self.launch = launch
+        self.log_path = log_path
+        self.progress = PhaseProgress(launch.phase, total_steps)
+        self.reporter = reporter
+        self.tail: deque[str] = deque(maxlen=20)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(log_path, "w", encoding="utf-8", errors="replace")  # noqa: SIM115 - closed in wait()
+        try:
+            # Own session: Ctrl-C reaches glance only, which then stops the whole process group.
+            self.process = subprocess.Popen(
+                launch.command,
+                env=launch.env,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            self._log.close()
+            raise GlanceError(f"cannot start {launch.command[0]}: {exc.strerror or exc}") from None
+        self.started = time.monotonic()
+        self._reader = threading.Thread(target=self._copy_output, daemon=True)
+        self._reader.start()
+
+    def _copy_output(self) -> None:
+        buffer = b""
+        for chunk in iter(lambda: self.process.stdout.read1(65536), b""):
+            buffer += chunk
+            *lines, buffer = re.split(rb"[\r\n]", buffer)
+            for raw in lines:
+                self._line(raw.decode("utf-8", errors="replace"))
+        if buffer:
+            self._line(buffer.decode("utf-8", errors="replace"))
+
+    def _line(self, line: str) -> None:
+        if not line.strip():
+            return
+        self._log.write(line + "\n")
+        self.tail.append(line)
+        self.reporter.raw(self.launch.phase, line)
+        if self.progress.update(line):
+            self.reporter.progress(self.progress)
+
+    def poll(self) -> int | None:
+        return self.process.poll()
+
+    def stop(self) -> None:
+        """SIGTERM to the whole process group (accelerate and its workers), SIGKILL after 10 s."""
+        if self.process.poll() is not None:
+            return
+        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                self.process.wait(timeout=wait)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    def wait(self) -> int:
+        code = self.process.wait()
+        self._reader.join(timeout=10)
+        self._log.close()
+        return code
+
+    @property
+    def duration(self) -> float:
+        return time.monotonic() - self.started
+
+
+def _phase_result(run: PhaseRun, code: int, lora_dir: Path) -> None:
+    """Raise unless the phase exited 0 AND left its weights (Ctrl-C inside SimpleTuner exits 0)."""
+    phase = run.launch.phase
+    if code != 0:
+        tail = "\n".join(f"  {line}" for line in list(run.tail)[-12:])
+        print(f"last lines of the {phase} phase's log:\n{tail}", file=sys.stderr)
+        raise GlanceError(f"the {phase} phase failed (exit code {code}); full log: {run.log_path}")
+    if not (lora_dir / WEIGHTS_NAME).is_file():
+        raise GlanceError(
+            f"the {phase} phase exited 0 but wrote no {lora_dir / WEIGHTS_NAME}; full log: {run.log_path}"
+        )
+
+
+def _fresh_manifest(plan: RunPlan, previous: RunManifest | None) -> RunManifest:
+    s, cfg = plan.settings, plan.configs["slow"]
+    manifest = RunManifest(
+        glance_version=__version__,
+        model=cfg.pretrained_model_name_or_path,
+        family=plan.family.name,
+        resolution=s.resolution,
+        slow_timesteps=list(plan.lists.slow),
+        fast_timesteps=list(plan.lists.fast),
+        train_guidance=cfg.flux_guidance_value,
+        seed=s.seed,
+        steps=cfg.max_train_steps,
+        rank=cfg.lora_rank,
+        learning_rate=cfg.learning_rate,
+        versions=package_versions(),
+    )
+    if previous is not None:
+        manifest.phases = dict(previous.phases)
+    return manifest
+
+
+def phases_to_run(plan: RunPlan, manifest: RunManifest, *, force: bool, only: PhaseName | None) -> list[PhaseName]:
+    """The phases whose weights are missing or were made from other inputs (all with `force`)."""
+    todo = []
+    for phase in PHASES if only is None else (only,):
+        record = manifest.phases.get(phase)
+        done = (
+            record is not None
+            and record.inputs_sha256 == plan.inputs_sha256(phase)
+            and (plan.lora_dir(phase) / WEIGHTS_NAME).is_file()
+        )
+        if force or not done:
+            todo.append(phase)
+    return todo
+
+
+def train(
+    plan: RunPlan,
+    *,
+    force: bool = False,
+    only: PhaseName | None = None,
+    parallel: bool = False,
+    num_processes: int = 1,
+    reporter: Reporter | None = None,
+) -> RunManifest:
+    """Run the phases that need it and return the manifest (also saved to plan.manifest_path)."""
+    reporter = reporter or Reporter()
+    launches = {launch.phase: launch for launch in phase_launches(plan, parallel=parallel, num_processes=num_processes)}
+    write_configs(plan, force=force)
+    accelerate = accelerate_config_path(plan, num_processes)
+    if accelerate is not None:
+        write_atomic(accelerate, accelerate_config_yaml(num_processes, plan.configs["slow"].mixed_precision))
+
+    previous = load_manifest(plan.manifest_path) if plan.manifest_path.is_file() else None
+    manifest = _fresh_manifest(plan, previous)
+    todo = phases_to_run(plan, manifest, force=force, only=only)
+    for phase in PHASES:
+        if phase not in todo and (only is None or only == phase):
+            reporter.message(f"{phase}: up to date ({plan.lora_dir(phase) / WEIGHTS_NAME}); --force retrains")
+    for phase in todo:
+        # A fresh start: no stale checkpoint may be resumed ("latest" is SimpleTuner's default).
+        manifest.phases.pop(phase, None)
+        if plan.lora_dir(phase).exists():
+            shutil.rmtree(plan.lora_dir(phase))
+    manifest.save(plan.manifest_path)
+
+    batches = [todo] if parallel else [[phase] for phase in todo]
+    for batch in batches:
+        runs: dict[PhaseName, PhaseRun] = {}
+        try:
+            for phase in batch:
+                reporter.message(f"{phase}: training {plan.configs[phase].max_train_steps} steps on "
+                                 f"{plan.configs[phase].flow_custom_timesteps} (log: {plan.log_path(phase)})")
+                runs[phase] = PhaseRun(launches[phase], plan.log_path(phase), plan.configs[phase].max_train_steps, reporter)
+            _wait_all(runs, plan, manifest, reporter)
+        except KeyboardInterrupt:
+            for run in runs.values():
+                run.stop()
+            for run in runs.values():
+                run.wait()
+            raise TrainingInterrupted(
+                f"interrupted: {', '.join(runs)} phase not done; the manifest lists only finished phases"
+            ) from None
+    return manifest
+
+
+def _wait_all(runs: dict[PhaseName, PhaseRun], plan: RunPlan, manifest: RunManifest, reporter: Reporter) -> None:
+    """Wait for every run; record each success at once; on a failure stop the others and raise."""
+    pending = dict(runs)
+    while pending:
+        for phase, run in list(pending.items()):
+            if run.poll() is None:
+                continue
+            del pending[phase]
+            code = run.wait()
+            try:
+                _phase_result(run, code, plan.lora_dir(phase))
+            except GlanceError:
+                for other in pending.values():
+                    other.stop()
+                    other.wait()
+                raise
+            manifest.phases[phase] = PhaseRecord(
+                lora_dir=os.path.relpath(plan.lora_dir(phase), plan.output_dir),
+                inputs_sha256=plan.inputs_sha256(phase),
+                duration_s=round(run.duration, 2),
+                finished_at=datetime.now(UTC),
+            )
+            manifest.save(plan.manifest_path)
+            reporter.message(f"{phase}: done in {run.duration:.0f} s -> {plan.lora_dir(phase) / WEIGHTS_NAME}")
+        time.sleep(0.2)
+
+
+def describe_launches(plan: RunPlan, launches: list[PhaseLaunch], emit: Callable[[str], None] = print) -> None:
+    """The --dry-run report: files, then each phase's exact command and environment changes."""
+    import shlex
+
+    emit("config files:")
+    for path in plan.files():
+        emit(f"  {path}")
+    for launch in launches:
+        emit(f"{launch.phase} phase:")
+        emit(f"  command: {shlex.join(launch.command)}")
+        for name, value in sorted(launch.env_changes().items()):
+            emit(f"  env: {name}={shlex.quote(value)}" if value is not None else f"  env: unset {name}")
