@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from glance.families import GlanceError, get_family
 from glance.files import write_atomic
-from glance.schedule import TimestepLists
+from glance.schedule import TimestepLists, validate_lists
 
 MANIFEST_NAME = "glance.json"
 WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
@@ -53,7 +53,7 @@ class RunManifest(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> RunManifest:
         get_family(self.family)
-        self.lists  # validates the two lists with the same messages as the CLI
+        validate_lists(tuple(self.slow_timesteps), tuple(self.fast_timesteps))  # the CLI's messages
         return self
 
     @property

@@ -35,7 +35,9 @@ def _static_shift(shift: float, s: float) -> float:
     return shift * s / (1 + (shift - 1) * s)
 
 
-def base_schedule(family: Family, model: ModelSchedule, width: int, height: int, steps: int = BASE_STEPS) -> list[float]:
+def base_schedule(
+    family: Family, model: ModelSchedule, width: int, height: int, steps: int = BASE_STEPS
+) -> list[float]:
     """The sigmas (without the final 0) the family's pipeline samples at `steps` steps.
 
     Rounded to float32 where diffusers computes in float32, so the 4-decimal timesteps come out
@@ -150,7 +152,7 @@ def validate_lists(slow: tuple[float, ...], fast: tuple[float, ...]) -> None:
         for value in values:
             if not 0 < value <= top:
                 raise GlanceError(f"{label}: {value:g} is out of range (0, {top:g}]")
-        for before, after in zip(values, values[1:]):
+        for before, after in zip(values, values[1:], strict=False):
             if after >= before:
                 raise GlanceError(f"{label} must be strictly decreasing: {before:g} is followed by {after:g}")
     if min(slow) <= max(fast):

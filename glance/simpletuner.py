@@ -144,11 +144,15 @@ def find_simpletuner() -> Path:
     if override:
         path = Path(override).expanduser()
         if not (path.is_file() and os.access(path, os.X_OK)):
-            raise GlanceError(f"GLANCE_SIMPLETUNER points at {path}, which is not an executable; install with: {INSTALL_HINT}")
+            raise GlanceError(
+                f"GLANCE_SIMPLETUNER points at {path}, which is not an executable; install with: {INSTALL_HINT}"
+            )
         return path
     found = shutil.which("simpletuner") or shutil.which("simpletuner", path=str(Path(sys.executable).parent))
     if found is None:
-        raise GlanceError(f"simpletuner is not installed (not on PATH nor beside {sys.executable}); install it with: {INSTALL_HINT}")
+        raise GlanceError(
+            f"simpletuner is not installed (not on PATH nor beside {sys.executable}); install it with: {INSTALL_HINT}"
+        )
     return Path(found)
 
 

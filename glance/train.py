@@ -41,6 +41,7 @@ from glance.manifest import (
 from glance.pair import DEFAULT_IMAGE, ImagePair, check_pair, stage_pair
 from glance.schedule import TimestepLists, default_lists, parse_list, to_simpletuner
 from glance.simpletuner import (
+    CPU_SHIM_DIR,
     DataloaderConfig,
     ImageDataset,
     TextEmbedsDataset,
@@ -217,8 +218,11 @@ def _reset_stale_caches(plan: RunPlan) -> None:
     """SimpleTuner keys its caches by file name: a new image, caption, model or size must not reuse them."""
     stamp = plan.cache_dir / "glance-cache.json"
     key = dump_json(
-        {"pair": plan.pair.fingerprint(), "model": plan.configs["slow"].pretrained_model_name_or_path,
-         "resolution": plan.settings.resolution}
+        {
+            "pair": plan.pair.fingerprint(),
+            "model": plan.configs["slow"].pretrained_model_name_or_path,
+            "resolution": plan.settings.resolution,
+        }
     )
     if stamp.is_file() and stamp.read_text() == key:
         return
@@ -231,12 +235,11 @@ def simpletuner_command_lines(plan: RunPlan) -> list[str]:
     """The plain shell lines that run each phase by hand, as `glance train` runs them."""
     import shlex
 
-    env = "CONFIG_BACKEND=json" + ("" if plan.cuda else " MIXED_PRECISION=no")
-    lines = []
-    for phase in PHASES:
-        cmd = ["simpletuner", "train", "--env", str(plan.config_paths[phase])]
-        lines.append(f"{env} {shlex.join(cmd)}")
-    return lines
+    env = {"CONFIG_BACKEND": "json", "MIXED_PRECISION": plan.configs["slow"].mixed_precision}
+    if not plan.cuda:
+        env["PYTHONPATH"] = str(CPU_SHIM_DIR)  # the pin_memory shim, see glance/simpletuner.py
+    prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+    return [f"{prefix} simpletuner train --env {shlex.quote(str(plan.config_paths[p]))}" for p in PHASES]
 
 
 # --- running the phases ---------------------------------------------------------------------
@@ -276,7 +279,9 @@ def phase_launches(plan: RunPlan, *, parallel: bool = False, num_processes: int 
         if parallel:  # disjoint GPU sets: slow on the first num_processes GPUs, fast on the next
             gpus = ",".join(str(g) for g in range(index * num_processes, (index + 1) * num_processes))
         env = phase_env(simpletuner, cuda=plan.cuda, gpus=gpus, accelerate_config=accelerate)
-        launches.append(PhaseLaunch(phase, plan.config_paths[phase], phase_command(simpletuner, plan.config_paths[phase]), env))
+        launches.append(
+            PhaseLaunch(phase, plan.config_paths[phase], phase_command(simpletuner, plan.config_paths[phase]), env)
+        )
     return launches
 
 
@@ -352,7 +357,9 @@ class Reporter:
 class PhaseRun:
     """A running phase: the child, a thread copying its output to the log and the reporter."""
 
-    def __init__(self, launch: PhaseLaunch, log_path: Path, total_steps: int, reporter: Reporter, cwd: Path | None = None):
+    def __init__(
+        self, launch: PhaseLaunch, log_path: Path, total_steps: int, reporter: Reporter, cwd: Path | None = None
+    ):
         self.launch = launch
         self.log_path = log_path
         self.progress = PhaseProgress(launch.phase, total_steps)
@@ -510,9 +517,13 @@ def train(
         runs: dict[PhaseName, PhaseRun] = {}
         try:
             for phase in batch:
-                reporter.message(f"{phase}: training {plan.configs[phase].max_train_steps} steps on "
-                                 f"{plan.configs[phase].flow_custom_timesteps} (log: {plan.log_path(phase)})")
-                runs[phase] = PhaseRun(launches[phase], plan.log_path(phase), plan.configs[phase].max_train_steps, reporter)
+                reporter.message(
+                    f"{phase}: training {plan.configs[phase].max_train_steps} steps on "
+                    f"{plan.configs[phase].flow_custom_timesteps} (log: {plan.log_path(phase)})"
+                )
+                runs[phase] = PhaseRun(
+                    launches[phase], plan.log_path(phase), plan.configs[phase].max_train_steps, reporter
+                )
             _wait_all(runs, plan, manifest, reporter)
         except KeyboardInterrupt:
             for run in runs.values():

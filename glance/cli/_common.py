@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from enum import Enum
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -42,7 +42,7 @@ def cli_errors(command):
 FamilyName = Enum("FamilyName", {name: name for name in FAMILIES}, type=str)
 
 
-class DeviceName(str, Enum):
+class DeviceName(StrEnum):
     auto = "auto"
     cuda = "cuda"
     cpu = "cpu"
@@ -59,12 +59,16 @@ FamilyOpt = Annotated[
 ResolutionOpt = Annotated[int, typer.Option(min=64, help="Training resolution in pixels (square area).")]
 OutputDirOpt = Annotated[
     Path,
-    typer.Option("--output-dir", "-o", help="Run folder: LoRAs in OUTPUT_DIR/glance-slow and /glance-fast, manifest glance.json."),
+    typer.Option(
+        "--output-dir", "-o", help="Run folder: LoRAs in OUTPUT_DIR/glance-slow and /glance-fast, manifest glance.json."
+    ),
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing outputs that differ.")]
 SlowTimestepsOpt = Annotated[
     str | None,
-    typer.Option(help="Slow-phase list, comma-separated: timesteps (0-1000) or sigmas (0-1). [default: from the model]"),
+    typer.Option(
+        help="Slow-phase list, comma-separated: timesteps (0-1000) or sigmas (0-1). [default: from the model]"
+    ),
 ]
 FastTimestepsOpt = Annotated[
     str | None,

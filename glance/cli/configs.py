@@ -94,6 +94,7 @@ def configs_command(
     output_dir: OutputDirOpt = Path("output"),
     device: DeviceOpt = DeviceName.auto,
     seed: SeedOpt = 0,
+    check: Annotated[bool, typer.Option("--check", help="Also run SimpleTuner's own parser over both files.")] = False,
     force: ForceOpt = False,
 ) -> None:
     """Write the SimpleTuner files for both phases: multidatabackend.json, glance-slow.json, glance-fast.json.
@@ -119,6 +120,12 @@ def configs_command(
         seed=seed,
     )
     plan = plan_run(settings)
+    if check:
+        from glance.simpletuner import parser_check
+
+        for phase, config in plan.configs.items():
+            parser_check(config)
+            print(f"SimpleTuner's parser accepts the {phase} config")
     for path in write_configs(plan, force=force):
         print(f"wrote {path}")
     print(f"staged {plan.pair.image} -> {plan.dataset_dir}")
@@ -140,7 +147,11 @@ def schedule_command(
     family: FamilyOpt = None,
     resolution: ResolutionOpt = 1024,
 ) -> None:
-    """Print the default slow and fast lists: the model's 50-step schedule at RESOLUTION, steps 0,2,4,6,8 | 10,20,30,40,49."""
+    """Print the default slow and fast lists and the step where the fast LoRA takes over.
+
+    They are the model's own 50-step schedule at RESOLUTION, steps 0,2,4,6,8 (slow) and
+    10,20,30,40,49 (fast), as the Glance authors chose them.
+    """
     from glance.families import FAMILIES, model_schedule, resolve_family
     from glance.schedule import FAST_INDICES, SLOW_INDICES, default_lists, switch_step, to_simpletuner
 
@@ -150,7 +161,10 @@ def schedule_command(
     fam = resolve_family(model, family.value if family is not None else None)
     lists = default_lists(fam, model_schedule(model, fam), resolution)
     print(f"{model} ({fam.name}) at {resolution}x{resolution}")
-    rows = [("slow", SLOW_INDICES, lists.slow, lists.slow_sigmas), ("fast", FAST_INDICES, lists.fast, lists.fast_sigmas)]
+    rows = [
+        ("slow", SLOW_INDICES, lists.slow, lists.slow_sigmas),
+        ("fast", FAST_INDICES, lists.fast, lists.fast_sigmas),
+    ]
     step = 0
     for phase, indices, timesteps, sigmas in rows:
         for index, t, s in zip(indices, timesteps, sigmas, strict=True):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +13,6 @@ from glance.cli._common import (
     DeviceName,
     FamilyOpt,
     FastTimestepsOpt,
-    ForceOpt,
     ModelOpt,
     OutputDirOpt,
     ResolutionOpt,
@@ -33,7 +32,7 @@ from glance.cli.configs import (
 )
 
 
-class Phase(str, Enum):
+class Phase(StrEnum):
     slow = "slow"
     fast = "fast"
 
@@ -62,11 +61,19 @@ def train_command(
     device: DeviceOpt = DeviceName.auto,
     seed: SeedOpt = 0,
     only: Annotated[Phase | None, typer.Option(help="Run one phase only.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Retrain phases that are up to date; overwrite configs.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the files, commands and environment; run nothing.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Retrain phases that are up to date; overwrite configs.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the files, commands and environment; run nothing.")
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Stream SimpleTuner's output as it comes.")] = False,
-    parallel: Annotated[bool, typer.Option("--parallel", help="Train both phases at once, one GPU (set) each.")] = False,
-    num_processes: Annotated[int, typer.Option("--num-processes", min=1, help="GPUs (accelerate processes) per phase.")] = 1,
+    parallel: Annotated[
+        bool, typer.Option("--parallel", help="Train both phases at once, one GPU (set) each.")
+    ] = False,
+    num_processes: Annotated[
+        int, typer.Option("--num-processes", min=1, help="GPUs (accelerate processes) per phase.")
+    ] = 1,
 ) -> None:
     """Check the pair, write the configs, train the slow then the fast LoRA, record the run in OUTPUT_DIR/glance.json.
 
@@ -112,4 +119,6 @@ def train_command(
     done = ", ".join(manifest.phases) or "none"
     print(f"manifest: {plan.manifest_path} (phases done: {done})")
     if manifest.complete:
-        print('next: glance infer "your prompt"' + (f" --output-dir {output_dir}" if output_dir != Path("output") else ""))
+        print(
+            'next: glance infer "your prompt"' + (f" --output-dir {output_dir}" if output_dir != Path("output") else "")
+        )

@@ -1,0 +1,187 @@
+"""`glance configs`: files SimpleTuner accepts, written safely; bad input refused with one line."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from glance.cli import app
+from glance.schedule import parse_list, to_sigmas
+from glance.simpletuner import parser_check
+from glance.tiny import write_sample_pair
+from glance.train import TrainSettings, plan_run
+
+REPO = Path(__file__).resolve().parent.parent
+HUB_MODELS = {
+    "flux": "black-forest-labs/FLUX.1-dev",
+    "sd3": "stabilityai/stable-diffusion-3.5-medium",
+    "qwen_image": "Qwen/Qwen-Image",
+}
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A fresh folder with data/glance.png + data/glance.txt, as the current directory."""
+    write_sample_pair(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def run_cli(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("family", sorted(HUB_MODELS))
+def test_training_configs_pass_simpletuners_parser(workdir, family):
+    plan = plan_run(TrainSettings(model=HUB_MODELS[family], device="cuda"))
+    for phase, lists in (("slow", plan.lists.slow), ("fast", plan.lists.fast)):
+        parsed = parser_check(plan.configs[phase])
+        assert parsed.model_family == family
+        assert parsed.train_batch_size == 1 and parsed.caption_dropout_probability == 0.0
+        assert parsed.max_train_steps == 60 and parsed.num_train_epochs == 0
+        assert parsed.lora_alpha == 4 * parsed.lora_rank
+        # The timesteps survive the round trip, and SimpleTuner reads them as the sigmas glance samples.
+        assert parse_list(parsed.flow_custom_timesteps, phase) == lists
+        assert to_sigmas(parse_list(parsed.flow_custom_timesteps, phase)) == getattr(plan.lists, f"{phase}_sigmas")
+
+
+def test_phase_configs_differ_only_in_output_and_timesteps(workdir):
+    plan = plan_run(TrainSettings(device="cuda"))
+    slow, fast = plan.configs["slow"].to_json(), plan.configs["fast"].to_json()
+    assert {k for k in slow if slow[k] != fast[k]} == {"output_dir", "flow_custom_timesteps"}
+
+
+def test_configs_writes_three_files_and_stages_the_pair(workdir):
+    result = run_cli("configs", "--out", "config", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    loader = json.loads((workdir / "config/multidatabackend.json").read_text())
+    images = [d for d in loader if d.get("dataset_type", "image") == "image"]
+    embeds = [d for d in loader if d.get("dataset_type") == "text_embeds"]
+    assert len(images) == 1 and len(embeds) == 1
+    image = images[0]
+    assert image["type"] == "local" and image["caption_strategy"] == "textfile" and image["id"]
+    assert embeds[0]["default"] is True and embeds[0]["id"] != image["id"]
+    # The dataset folder holds exactly the staged pair, a copy of the user's.
+    staged = Path(image["instance_data_dir"])
+    assert sorted(p.name for p in staged.iterdir()) == ["glance.png", "glance.txt"]
+    assert (staged / "glance.png").read_bytes() == (workdir / "data/glance.png").read_bytes()
+    slow = json.loads((workdir / "config/glance-slow.json").read_text())
+    fast = json.loads((workdir / "config/glance-fast.json").read_text())
+    # Both phases read the one dataloader file, so they share its VAE and text caches.
+    assert slow["data_backend_config"] == fast["data_backend_config"] == "config/multidatabackend.json"
+    assert slow["mixed_precision"] == "no" and slow["optimizer"] == "torch-adamw"
+    assert isinstance(slow["flow_custom_timesteps"], str)
+    assert "simpletuner train --env config/glance-slow.json" in result.output
+    assert "_simpletuner_cpu" in result.output  # the CPU shim, as glance train uses it
+
+
+def test_repo_configs_match_the_defaults(workdir):
+    """configs/ holds what `glance configs --device cuda` writes with every other default."""
+    result = run_cli("configs", "--device", "cuda")
+    assert result.exit_code == 0, result.output
+    for name in ("multidatabackend.json", "glance-slow.json", "glance-fast.json"):
+        assert (workdir / "config" / name).read_text() == (REPO / "configs" / name).read_text(), name
+
+
+def test_rerun_is_harmless_and_changes_need_force(workdir):
+    assert run_cli("configs", "--device", "cpu").exit_code == 0
+    before = tree(workdir / "config")
+    assert run_cli("configs", "--device", "cpu").exit_code == 0  # same content: fine
+    result = run_cli("configs", "--device", "cpu", "--steps", "7")
+    assert result.exit_code == 1
+    assert "--force" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert tree(workdir / "config") == before
+    assert run_cli("configs", "--device", "cpu", "--steps", "7", "--force").exit_code == 0
+    assert json.loads((workdir / "config/glance-slow.json").read_text())["max_train_steps"] == 7
+
+
+def test_user_lists_and_their_faults(workdir):
+    ok = run_cli("configs", "--device", "cpu", "--slow-timesteps", "1000,950", "--fast-timesteps", "0.5,0.1")
+    assert ok.exit_code == 1 and "one scale" in ok.stderr
+    ok = run_cli("configs", "--device", "cpu", "--slow-timesteps", "1000,950")
+    assert ok.exit_code == 1 and "both" in ok.stderr
+    ok = run_cli("configs", "--device", "cpu", "--slow-timesteps", "1000,950", "--fast-timesteps", "700,50")
+    assert ok.exit_code == 0, ok.output
+    assert json.loads((workdir / "config/glance-fast.json").read_text())["flow_custom_timesteps"] == "700.0,50.0"
+
+
+def _bad_pair(workdir, case):
+    data = workdir / "data"
+    if case == "missing image":
+        (data / "glance.png").unlink()
+    elif case == "not an image":
+        (data / "glance.png").write_bytes(b"this is text, not a PNG")
+    elif case == "too small":
+        from PIL import Image
+
+        Image.new("RGB", (32, 96)).save(data / "glance.png")
+    elif case == "missing caption":
+        (data / "glance.txt").unlink()
+    elif case == "empty caption":
+        (data / "glance.txt").write_text("  \n")
+    elif case == "caption not utf-8":
+        (data / "glance.txt").write_bytes(b"caf\xe9")
+
+
+@pytest.mark.parametrize(
+    ("case", "args", "message"),
+    [
+        ("missing image", [], "image not found"),
+        ("not an image", [], "not a readable image"),
+        ("too small", [], "at least 64 px"),
+        ("missing caption", [], "caption not found"),
+        ("empty caption", [], "is empty"),
+        ("caption not utf-8", [], "not UTF-8"),
+        (None, ["--model", "someone/unknown-model"], "cannot tell the model family"),
+        (None, ["--family", "sdxl"], "Invalid value"),
+        (None, ["--out", "data/glance.png/config"], "not a folder"),
+        (None, ["--model", "Qwen/Qwen-Image", "--family", "flux"], "does not match"),
+    ],
+)
+def test_bad_input_one_line_nothing_written(workdir, case, args, message):
+    if case:
+        _bad_pair(workdir, case)
+    before = tree(workdir)
+    result = run_cli("configs", "--device", "cpu", *args)
+    assert result.exit_code != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.output
+    assert tree(workdir) == before
+
+
+def test_bad_input_through_the_real_entry_point(workdir):
+    """One line on stderr from the installed `glance` script, exit 1, no traceback."""
+    (workdir / "data/glance.txt").unlink()
+    proc = subprocess.run(
+        [sys.executable, "-m", "glance", "configs", "--device", "cpu"], capture_output=True, text=True, cwd=workdir
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().count("\n") == 0 and "caption not found" in proc.stderr
+    assert not (workdir / "config").exists() and not (workdir / "output").exists()
+
+
+@pytest.mark.parametrize("args", [["--help"], ["configs", "--help"], ["train", "--help"], ["infer", "--help"]])
+def test_help_does_not_import_heavy_libraries(args):
+    code = (
+        "import sys; from glance.cli import main; sys.argv = ['glance', *sys.argv[1:]]\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('torch', 'diffusers', 'simpletuner', 'transformers') if m in sys.modules]\n"
+        "print('HEAVY', heavy, file=sys.stderr)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    assert "Usage" in proc.stdout
+    assert "HEAVY []" in proc.stderr
+
+
+def test_schedule_command_prints_both_phases():
+    result = run_cli("schedule", "--family", "qwen_image")
+    assert result.exit_code == 0
+    assert "979.1915" in result.output and "886.7053" in result.output
+    assert "takes over at step 5" in result.output
