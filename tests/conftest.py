@@ -1,0 +1,7 @@
+"""Shared fixtures. Heavy ones are session-scoped: a real SimpleTuner phase costs ~45 s."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach the hub
+
+from support.training import trained_run  # noqa: E402,F401  (the session's one real training run)

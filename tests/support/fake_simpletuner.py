@@ -1,0 +1,43 @@
+#!/usr/bin/env python3
+"""A stand-in `simpletuner` for failure-path tests: FAKE_SIMPLETUNER_MODE picks the behaviour.
+
+crash     prints a few lines and exits 1
+noweights prints progress and exits 0 without writing weights
+hang      starts a grandchild (`sleep`), records both pids, then waits forever
+ok        prints tqdm-like progress and writes a weights file, like a successful run
+Each call appends its argv to $FAKE_SIMPLETUNER_CALLS.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+mode = os.environ.get("FAKE_SIMPLETUNER_MODE", "ok")
+config_path = Path(sys.argv[sys.argv.index("--env") + 1])
+config = json.loads(config_path.read_text())
+with open(os.environ["FAKE_SIMPLETUNER_CALLS"], "a") as calls:
+    calls.write(json.dumps({"argv": sys.argv[1:], "output_dir": config["output_dir"], "mode": mode}) + "\n")
+
+total = config["max_train_steps"]
+print("Using environment:", config_path, flush=True)
+if mode == "crash":
+    print("RuntimeError: CUDA out of memory (pretend)", flush=True)
+    sys.exit(1)
+if mode == "hang":
+    grandchild = subprocess.Popen(["sleep", "1000"])
+    Path(os.environ["FAKE_SIMPLETUNER_PIDS"]).write_text(json.dumps([os.getpid(), grandchild.pid]))
+    while True:
+        time.sleep(1)
+for step in range(1, total + 1):
+    sys.stdout.write(
+        f"\rEpoch 1/1, Steps: {step}/{total} [00:01<00:00, 1.0s/it, lr=0.0005, step_loss={0.5 / step:.4f}]"
+    )
+    sys.stdout.flush()
+print(flush=True)
+if mode == "ok":
+    out = Path(config["output_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "pytorch_lora_weights.safetensors").write_bytes(b"not really weights")

@@ -1,0 +1,255 @@
+"""`glance train`: real SimpleTuner runs on a tiny Flux, and the failure paths with a stand-in."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from glance.cli import app
+from glance.manifest import load_manifest
+from glance.tiny import write_sample_pair
+
+SUPPORT = Path(__file__).parent / "support"
+
+
+def run_cli(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# --- the real thing ---------------------------------------------------------------------------
+
+
+def test_real_run_trains_both_phases(trained_run):
+    from safetensors import safe_open
+
+    run = trained_run
+    manifest = load_manifest(run.output / "glance.json")
+    assert manifest.complete and manifest.family == "flux"
+    assert tuple(manifest.slow_timesteps) == run.plan.lists.slow
+    assert tuple(manifest.fast_timesteps) == run.plan.lists.fast
+    for phase in ("slow", "fast"):
+        weights = manifest.lora_dir(phase, run.output / "glance.json") / "pytorch_lora_weights.safetensors"
+        with safe_open(weights, "pt") as handle:
+            keys = list(handle.keys())
+        assert keys and all(k.startswith("transformer.") for k in keys)
+        assert any(".lora_A." in k for k in keys) and any(".lora_B." in k for k in keys)
+        assert manifest.phases[phase].duration_s > 0
+        assert f"{phase}: done" in run.output_text
+    # SimpleTuner ran with the lists glance wrote.
+    used = json.loads((run.output / "glance-fast" / "simpletuner_config.json").read_text())
+    assert used["flow_custom_timesteps"] == ",".join(repr(t) for t in run.plan.lists.fast)
+    # The user's folder is byte-for-byte what it was.
+    assert {p.name: p.read_bytes() for p in run.data.iterdir()} == run.data_before
+
+
+def test_fast_phase_reused_the_slow_phase_caches(trained_run):
+    manifest = load_manifest(trained_run.output / "glance.json")
+    slow_done = manifest.phases["slow"].finished_at.timestamp()
+    cached = [p for p in (trained_run.output / "cache").rglob("*.pt")]
+    assert len(cached) >= 2  # a latent and a text embedding
+    assert all(p.stat().st_mtime < slow_done for p in cached)
+    fast_log = (trained_run.output / "glance-fast.log").read_text()
+    assert "VAECache has 0 unprocessed files" in fast_log
+
+
+def test_trained_loras_load_into_flux_pipeline(trained_run):
+    from diffusers import FluxPipeline
+
+    pipe = FluxPipeline.from_pretrained(trained_run.model, use_safetensors=True)
+    pipe.load_lora_weights(trained_run.output / "glance-slow", adapter_name="slow")
+    pipe.load_lora_weights(trained_run.output / "glance-fast", adapter_name="fast")
+    assert set(pipe.get_list_adapters()["transformer"]) == {"slow", "fast"}
+
+
+def test_second_run_skips_and_force_retrains(trained_run):
+    weights = {p: (trained_run.output / f"glance-{p}" / "pytorch_lora_weights.safetensors") for p in ("slow", "fast")}
+    before = {p: w.read_bytes() for p, w in weights.items()}
+    again = trained_run.train()
+    assert again.returncode == 0, again.stderr
+    assert "slow: up to date" in again.stderr and "fast: up to date" in again.stderr
+    assert {p: w.read_bytes() for p, w in weights.items()} == before
+
+    forced = trained_run.train("--force", "--only", "fast")
+    assert forced.returncode == 0, forced.stderr
+    assert "fast: done" in forced.stderr and "slow:" not in forced.stderr
+    assert weights["slow"].read_bytes() == before["slow"]
+    assert weights["fast"].read_bytes() != before["fast"]  # retrained from scratch, not resumed
+    assert load_manifest(trained_run.output / "glance.json").complete
+
+
+# --- failure paths, with a stand-in simpletuner ------------------------------------------------
+
+
+@pytest.fixture
+def fake(tmp_path, monkeypatch):
+    """A pair in tmp_path/data, cwd tmp_path, and a stand-in `simpletuner` first on PATH."""
+    write_sample_pair(tmp_path / "data")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "simpletuner"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{SUPPORT / "fake_simpletuner.py"}" "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_SIMPLETUNER_CALLS", str(tmp_path / "calls.jsonl"))
+    monkeypatch.setenv("FAKE_SIMPLETUNER_PIDS", str(tmp_path / "pids.json"))
+    monkeypatch.delenv("GLANCE_SIMPLETUNER", raising=False)
+    return tmp_path
+
+
+def calls(workdir: Path) -> list[dict]:
+    path = workdir / "calls.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+TRAIN = ("train", "data/glance.png", "--device", "cpu", "--steps", "3")
+
+
+def test_stand_in_success_records_both_phases(fake, monkeypatch):
+    monkeypatch.setenv("FAKE_SIMPLETUNER_MODE", "ok")
+    result = run_cli(*TRAIN)
+    assert result.exit_code == 0, result.output
+    assert [c["output_dir"] for c in calls(fake)] == ["output/glance-slow", "output/glance-fast"]
+    assert calls(fake)[0]["argv"][:2] == ["train", "--env"]
+    assert load_manifest(fake / "output/glance.json").complete
+    assert "step_loss=0.1667" in (fake / "output/glance-slow.log").read_text()
+
+
+def test_crash_in_slow_phase_stops_the_run(fake, monkeypatch):
+    monkeypatch.setenv("FAKE_SIMPLETUNER_MODE", "crash")
+    result = run_cli(*TRAIN)
+    assert result.exit_code == 1
+    assert [c["output_dir"] for c in calls(fake)] == ["output/glance-slow"]  # fast never started
+    assert "the slow phase failed (exit code 1)" in result.stderr
+    assert "output/glance-slow.log" in result.stderr
+    assert "CUDA out of memory (pretend)" in result.stderr  # the log's last lines
+    assert "Traceback" not in result.output
+    assert not load_manifest(fake / "output/glance.json").phases
+
+
+def test_exit_zero_without_weights_is_a_failure(fake, monkeypatch):
+    monkeypatch.setenv("FAKE_SIMPLETUNER_MODE", "noweights")
+    result = run_cli(*TRAIN)
+    assert result.exit_code == 1
+    assert "exited 0 but wrote no output/glance-slow/pytorch_lora_weights.safetensors" in result.stderr
+    assert len(calls(fake)) == 1
+
+
+def alive(pid: int) -> bool:
+    """Running, as opposed to gone or a zombie waiting for a parent that is gone too."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_ctrl_c_stops_the_children_and_exits_130(fake):
+    env = dict(os.environ, FAKE_SIMPLETUNER_MODE="hang")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "glance", *TRAIN],
+        cwd=fake,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    pids_file = fake / "pids.json"
+    deadline = time.monotonic() + 60
+    while not pids_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert pids_file.exists(), proc.communicate(timeout=30)
+    child, grandchild = json.loads(pids_file.read_text())
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert not alive(child) and not alive(grandchild)
+    assert not load_manifest(fake / "output/glance.json").phases  # nothing claims success
+    assert len(calls(fake)) == 1
+
+
+def test_missing_simpletuner_names_the_install_command(fake, monkeypatch):
+    monkeypatch.setenv("GLANCE_SIMPLETUNER", str(fake / "nowhere" / "simpletuner"))
+    result = run_cli(*TRAIN)
+    assert result.exit_code == 1
+    assert "pip install 'simpletuner==4.10.1'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (fake / "output").exists()
+
+
+def test_changed_config_retrains_and_clears_stale_checkpoints(fake, monkeypatch):
+    monkeypatch.setenv("FAKE_SIMPLETUNER_MODE", "ok")
+    assert run_cli(*TRAIN).exit_code == 0
+    stale = fake / "output/glance-slow/checkpoint-2"
+    stale.mkdir()
+    assert run_cli(*TRAIN, "--learning-rate", "0.001").exit_code == 1  # configs changed: needs --force
+    result = run_cli(*TRAIN, "--learning-rate", "0.001", "--force")
+    assert result.exit_code == 0, result.output
+    assert len(calls(fake)) == 4 and not stale.exists()
+
+
+def test_changed_image_retrains_without_force(fake, monkeypatch):
+    monkeypatch.setenv("FAKE_SIMPLETUNER_MODE", "ok")
+    assert run_cli(*TRAIN).exit_code == 0
+    write_sample_pair(fake / "data2", size=96)
+    (fake / "data" / "glance.png").write_bytes((fake / "data2" / "glance.png").read_bytes())
+    result = run_cli(*TRAIN)
+    assert result.exit_code == 0, result.output
+    assert len(calls(fake)) == 4  # both phases again: their weights came from another image
+    assert (fake / "output/dataset/glance.png").read_bytes() == (fake / "data/glance.png").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [("missing image", "image not found"), ("empty caption", "is empty"), ("missing caption", "caption not found")],
+)
+def test_bad_pair_refused_before_anything(fake, case, message):
+    if case == "missing image":
+        (fake / "data/glance.png").unlink()
+    elif case == "empty caption":
+        (fake / "data/glance.txt").write_text("")
+    else:
+        (fake / "data/glance.txt").unlink()
+    result = run_cli(*TRAIN)
+    assert result.exit_code == 1 and message in result.stderr
+    assert not calls(fake) and not (fake / "output").exists() and not (fake / "config").exists()
+
+
+def test_dry_run_shows_commands_and_runs_nothing(fake):
+    result = run_cli(*TRAIN, "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "train --env" in result.output and "MIXED_PRECISION=no" in result.output
+    assert "PYTHONPATH=" in result.output  # the CPU shim
+    assert not calls(fake) and not (fake / "output").exists()
+
+
+def test_parallel_and_multi_gpu_commands(fake):
+    result = run_cli("train", "data/glance.png", "--device", "cuda", "--dry-run", "--parallel", "--num-processes", "2")
+    assert result.exit_code == 0, result.output
+    slow, fast = result.output.split("fast phase:")
+    assert "CUDA_VISIBLE_DEVICES=0,1" in slow and "CUDA_VISIBLE_DEVICES=2,3" in fast
+    assert "ACCELERATE_CONFIG_PATH=" in slow and "accelerate-2.yaml" in fast
+    assert "MIXED_PRECISION=bf16" in slow and "PYTHONPATH" not in slow
+    # Two phases at once must not write one cache: the fast phase gets its own dataloader file.
+    assert "config/multidatabackend-fast.json" in result.output
+
+    from glance.simpletuner import accelerate_config_yaml
+
+    yaml = accelerate_config_yaml(2, "bf16")
+    assert "num_processes: 2" in yaml and "distributed_type: MULTI_GPU" in yaml
+
+
+def test_parallel_refused_without_cuda(fake):
+    result = run_cli(*TRAIN, "--parallel", "--dry-run")
+    assert result.exit_code == 1 and "need CUDA" in result.stderr
