@@ -10,6 +10,8 @@ import typer
 
 from glance import __version__
 from glance.cli import configs as _configs
+from glance.cli import demo as _demo
+from glance.cli import infer as _infer
 from glance.cli import train as _train
 
 app = typer.Typer(
@@ -27,6 +29,8 @@ app = typer.Typer(
 app.command("configs", epilog=_configs.EPILOG)(_configs.configs_command)
 app.command("schedule", epilog=_configs.SCHEDULE_EPILOG)(_configs.schedule_command)
 app.command("train", epilog=_train.EPILOG)(_train.train_command)
+app.command("infer", epilog=_infer.EPILOG)(_infer.infer_command)
+app.command("demo", epilog=_demo.EPILOG)(_demo.demo_command)
 
 
 def _version(value: bool) -> None:

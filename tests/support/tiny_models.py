@@ -25,11 +25,10 @@ def make_lora(folder: Path, transformer, family: str, *, seed: int, rank: int = 
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
-    transformer.add_adapter(
-        LoraConfig(r=rank, lora_alpha=4 * rank, init_lora_weights="gaussian", target_modules=LORA_TARGETS)
-    )
+    config = LoraConfig(r=rank, lora_alpha=4 * rank, init_lora_weights="gaussian", target_modules=LORA_TARGETS)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(seed)  # the same seed gives the same LoRA
+        transformer.add_adapter(config)
         for name, parameter in transformer.named_parameters():
             if ".lora_B." in name:  # peft starts lora_B at zero: a LoRA without effect
                 torch.nn.init.normal_(parameter, std=0.5)

@@ -1,0 +1,292 @@
+"""glance infer: one real diffusers pipeline call per image, on tiny models of every family.
+
+What is checked is what ran: the sigmas the scheduler stepped from, and the adapter active at each step.
+"""
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+import pytest
+from support.tiny_models import SIZE, load_transformer, make_lora
+from typer.testing import CliRunner
+
+from glance import __version__
+from glance.cli import app
+from glance.families import FAMILIES, GlanceError, model_schedule
+from glance.infer import InferOptions, base_image_path, options_from_manifest, read_png_parameters, run_infer
+from glance.manifest import PhaseRecord, RunManifest
+from glance.schedule import base_schedule
+
+PROMPT = "a red circle and a blue square on a warm gradient"
+
+
+def infer(tiny_family, tmp_path, **overrides):
+    options = {
+        "prompt": PROMPT,
+        "model": str(tiny_family.model),
+        "lists": tiny_family.lists,
+        "slow_lora": tiny_family.slow,
+        "fast_lora": tiny_family.fast,
+        "out": tmp_path / "glance.png",
+        "width": SIZE,
+        "height": SIZE,
+        "device": "cpu",
+    }
+    return run_infer(InferOptions(**{**options, **overrides}))
+
+
+def pixels(path):
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.convert("RGB").tobytes()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_runs_the_trained_sigmas_with_slow_then_fast(tiny, family, tmp_path):
+    model = tiny(family)
+    result = infer(model, tmp_path, base_steps=4)
+
+    executed = [step.sigma for step in result.trace]
+    assert executed == model.lists.sigmas  # exactly, as float32: no shift, no terminal stretch
+    assert 0.0 not in executed and result.trace[-1].sigma_next == 0.0  # 0 only after the last step
+    assert [step.sigma_next for step in result.trace[:-1]] == executed[1:]
+    switch = len(model.lists.slow)
+    assert [step.adapters for step in result.trace] == [("slow",)] * switch + [("fast",)] * len(model.lists.fast)
+    assert [step.step for step in result.trace] == list(range(len(executed)))
+
+    # The base model ran its own scheduler (the family's shifted default schedule), without LoRAs.
+    base = result.base
+    assert base.image == base_image_path(result.image, 4) == tmp_path / "glance-base4.png"
+    expected = base_schedule(FAMILIES[family], model_schedule(str(model.model), FAMILIES[family]), SIZE, SIZE, 4)
+    assert [step.sigma for step in base.trace] == pytest.approx(expected, abs=1e-6)
+    assert all(step.adapters == () for step in base.trace)
+    assert pixels(result.image) != pixels(base.image)
+
+    # SimpleTuner's alpha (4 x rank, in the file's metadata) is applied: scale alpha / rank.
+    for name, folder in (("slow", model.slow), ("fast", model.fast)):
+        expected = {"path": str(folder), "rank": 4, "alpha": 16, "alpha_from": "file metadata", "scale": 4.0}
+        assert result.summary["loras"][name] == expected
+
+    assert read_png_parameters(result.image) == result.summary
+    assert read_png_parameters(base.image) == base.summary
+
+
+def test_png_record(tiny, tmp_path):
+    from PIL import Image
+
+    model = tiny("qwen_image")
+    result = infer(model, tmp_path, seed=3, prompt="un cercle rouge à côté d'un carré")
+    record = read_png_parameters(result.image)
+    assert record["prompt"] == "un cercle rouge à côté d'un carré"
+    assert record["seed"] == 3 and record["model"] == str(model.model) and record["family"] == "qwen_image"
+    assert record["negative_prompt"] == " " and record["true_cfg"] == 5.0 and record["guidance"] is None
+    assert record["sigmas"] == model.lists.sigmas
+    assert record["slow_timesteps"] == list(model.lists.slow) and record["fast_timesteps"] == list(model.lists.fast)
+    assert [step["adapters"] for step in record["steps"]] == [["slow"]] * 5 + [["fast"]] * 5
+    assert (record["width"], record["height"]) == (SIZE, SIZE)
+    assert record["glance_version"] == __version__
+    with Image.open(result.image) as image:
+        parameters = image.text["parameters"]
+    assert parameters.startswith("un cercle rouge à côté d'un carré\nNegative prompt:  \nSteps: 10, ")
+    assert "Seed: 3" in parameters and "True CFG scale: 5.0" in parameters
+
+
+def test_same_seed_same_image(tiny, tmp_path):
+    model = tiny("flux")
+    first = infer(model, tmp_path, out=tmp_path / "first.png")
+    again = infer(model, tmp_path, out=tmp_path / "again.png")
+    other_seed = infer(model, tmp_path, out=tmp_path / "other.png", seed=1)
+    assert again.image.read_bytes() == first.image.read_bytes()
+    assert pixels(other_seed.image) != pixels(first.image)
+    assert first.summary["guidance"] == FAMILIES["flux"].recipe.guidance
+
+
+def test_alpha_of_a_lora_without_metadata_comes_from_simpletuner_config(tiny, tmp_path):
+    """SimpleTuner's final save has no adapter metadata, so diffusers alone would run it at scale 1."""
+    model = tiny("flux")
+    plain = make_lora(tmp_path / "plain", load_transformer(model.model), "flux", seed=1, with_metadata=False)
+    result = infer(model, tmp_path, out=tmp_path / "plain.png", slow_lora=plain)
+    assert result.summary["loras"]["slow"] == {
+        "path": str(plain),
+        "rank": 4,
+        "alpha": 4,
+        "alpha_from": "none: alpha = rank assumed",
+        "scale": 1.0,
+    }
+
+    (plain / "simpletuner_config.json").write_text(json.dumps({"lora_rank": 4, "lora_alpha": 16.0}))
+    result = infer(model, tmp_path, out=tmp_path / "config.png", slow_lora=plain)
+    assert result.summary["loras"]["slow"] == {
+        "path": str(plain),
+        "rank": 4,
+        "alpha": 16.0,
+        "alpha_from": "simpletuner_config.json",
+        "scale": 4.0,
+    }
+    # The same weights with the alpha in the file's metadata sample the same image.
+    with_metadata = infer(model, tmp_path, out=tmp_path / "metadata.png")
+    assert pixels(result.image) == pixels(with_metadata.image)
+
+    (plain / "simpletuner_config.json").write_text(json.dumps({"lora_rank": 8, "lora_alpha": 32.0}))
+    with pytest.raises(GlanceError, match="says lora_rank 8, but .* has rank 4"):
+        infer(model, tmp_path, out=tmp_path / "mismatch.png", slow_lora=plain)
+
+
+# Bad input: one clear message each, and no image left behind.
+
+
+def test_no_manifest(tmp_path):
+    with pytest.raises(GlanceError, match=r"no run manifest at .*glance.json; run `glance train` first or pass --slow"):
+        options_from_manifest(tmp_path / "output", prompt=PROMPT)
+    with pytest.raises(GlanceError, match="pass --model and --slow-timesteps and --fast-timesteps too"):
+        options_from_manifest(tmp_path / "output", prompt=PROMPT, slow_lora=tmp_path, fast_lora=tmp_path)
+
+
+def test_lora_folder_without_weights(tiny, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(GlanceError, match="--fast: .*empty has no pytorch_lora_weights.safetensors"):
+        infer(tiny("flux"), tmp_path, fast_lora=tmp_path / "empty")
+    with pytest.raises(GlanceError, match="--slow: .*missing is not a folder"):
+        infer(tiny("flux"), tmp_path, slow_lora=tmp_path / "missing")
+    assert not (tmp_path / "glance.png").exists()
+
+
+def test_lora_for_a_differently_sized_transformer(tiny, tmp_path):
+    from diffusers import FluxTransformer2DModel
+
+    narrower = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=4,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        axes_dims_rope=[2, 2, 4],
+    )
+    other = make_lora(tmp_path / "other", narrower, "flux", seed=1)
+    with pytest.raises(
+        GlanceError,
+        match=r"does not fit .*: (single_)?transformer_blocks\.0\.attn\.to_\w+ has 32 -> 32 features, "
+        r"the LoRA 16 -> 16 \(made for another model\?\)",
+    ):
+        infer(tiny("flux"), tmp_path, slow_lora=other)
+    with pytest.raises(GlanceError, match="does not fit"):  # a Qwen-Image LoRA on FLUX
+        infer(tiny("flux"), tmp_path, fast_lora=tiny("qwen_image").fast)
+    assert not (tmp_path / "glance.png").exists()
+
+
+def test_lora_not_in_diffusers_format(tiny, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    (tmp_path / "kohya").mkdir()
+    save_file(
+        {"lora_unet_double_blocks_0.lora_down.weight": torch.zeros(4, 32)},
+        tmp_path / "kohya" / "pytorch_lora_weights.safetensors",
+    )
+    with pytest.raises(GlanceError, match="is not a diffusers-format transformer LoRA"):
+        infer(tiny("flux"), tmp_path, slow_lora=tmp_path / "kohya")
+
+
+def test_unwritable_out_fails_before_loading(tiny, tmp_path, monkeypatch):
+    import glance.infer
+
+    def no_loading(*args):
+        raise AssertionError("the model was loaded before the output was checked")
+
+    monkeypatch.setattr(glance.infer, "_load_pipeline", no_loading)
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(GlanceError, match="a-file is not a folder"):
+        infer(tiny("flux"), tmp_path, out=tmp_path / "a-file" / "glance.png")
+    (tmp_path / "folder.png").mkdir()
+    with pytest.raises(GlanceError, match="folder.png is a folder"):
+        infer(tiny("flux"), tmp_path, out=tmp_path / "folder.png")
+    with pytest.raises(GlanceError, match="give a .png path"):
+        infer(tiny("flux"), tmp_path, out=tmp_path / "glance.jpg")
+    (tmp_path / "glance.png").write_bytes(b"keep")
+    with pytest.raises(GlanceError, match="glance.png exists; pass --force"):
+        infer(tiny("flux"), tmp_path)
+    assert (tmp_path / "glance.png").read_bytes() == b"keep"
+    (tmp_path / "new-base8.png").write_bytes(b"keep")
+    with pytest.raises(GlanceError, match="new-base8.png exists; pass --force"):
+        infer(tiny("flux"), tmp_path, out=tmp_path / "new.png", base_steps=8)
+    assert not (tmp_path / "new.png").exists()
+
+
+def test_failure_after_sampling_leaves_no_image(tiny, tmp_path, monkeypatch):
+    import glance.infer
+
+    def wrong_trace(trace, lists):
+        raise GlanceError("the pipeline stepped through other sigmas")
+
+    monkeypatch.setattr(glance.infer, "_check_trace", wrong_trace)
+    with pytest.raises(GlanceError, match="other sigmas"):
+        infer(tiny("flux"), tmp_path, base_steps=2)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_force_overwrites(tiny, tmp_path):
+    (tmp_path / "glance.png").write_bytes(b"old")
+    result = infer(tiny("flux"), tmp_path, force=True)
+    assert read_png_parameters(result.image)["sigmas"] == tiny("flux").lists.sigmas
+
+
+# Through the command line, from a run manifest.
+
+
+def test_cli_from_manifest_prints_json(tiny, tmp_path):
+    model = tiny("flux")
+    output = tmp_path / "output"
+    finished = {
+        name: PhaseRecord(lora_dir=str(folder), inputs_sha256="0" * 64, duration_s=1.0, finished_at=datetime.now(UTC))
+        for name, folder in (("slow", model.slow), ("fast", model.fast))
+    }
+    RunManifest(
+        glance_version=__version__,
+        model=str(model.model),
+        family="flux",
+        resolution=SIZE,
+        slow_timesteps=list(model.lists.slow),
+        fast_timesteps=list(model.lists.fast),
+        train_guidance=1.0,
+        seed=0,
+        steps=4,
+        rank=4,
+        learning_rate=5e-4,
+        phases=finished,
+    ).save(output / "glance.json")
+    out = tmp_path / "cli.png"
+    args = ["infer", PROMPT, "--output-dir", str(output), "--out", str(out), "--device", "cpu", "--json"]
+
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["image"] == str(out) and record["seconds"] > 0
+    assert record["sigmas"] == model.lists.sigmas
+    assert (record["width"], record["height"]) == (SIZE, SIZE)  # the manifest's training resolution
+    assert record["guidance"] == 1.0  # the manifest's train_guidance
+    assert record["loras"]["fast"]["path"] == str(model.fast)
+    assert {k: v for k, v in record.items() if k not in ("image", "seconds")} == read_png_parameters(out)
+
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 1
+    assert again.stderr.strip() == f"glance: error: {out} exists; pass --force to overwrite it"
+
+    table = CliRunner().invoke(app, [*args[:-1], "--force", "--slow", str(model.fast)])
+    assert table.exit_code == 0, table.output
+    assert "   0  1.0000 -> " in table.stdout and f"wrote {out} (10 steps" in table.stdout
+
+
+def test_module_tops_stay_light():
+    code = (
+        "import sys, glance.cli, glance.infer, glance.tiny; "
+        "print([m for m in ('torch', 'diffusers', 'transformers', 'PIL') if m in sys.modules])"
+    )
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    )
