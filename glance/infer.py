@@ -334,8 +334,9 @@ class _LoraFile:
                     raise GlanceError(f"diffusers loaded other weights than {self.file} holds for {module_name}")
         if self.alpha is None:
             return 1.0
-        # diffusers set scale = 1 (alpha = rank); set_adapters multiplies the scale by the adapter weight.
-        return self.alpha / layer.lora_alpha[adapter_name]
+        # Without the metadata diffusers took alpha = rank; set_adapters multiplies the scale by this weight.
+        first = pipe.transformer.get_submodule(next(iter(self.weights)))
+        return self.alpha / first.lora_alpha[adapter_name]
 
     def describe(self, transformer, adapter_name: str) -> dict:
         """Path, rank, alpha (and where it was read) and the scale the adapter ran with."""
@@ -386,8 +387,8 @@ def _training_alpha(path: Path, rank: int) -> tuple[float | None, str]:
     """The alpha a LoRA was trained with, when diffusers cannot read it from the file: (alpha, source).
 
     diffusers reads alpha from the file's adapter metadata and otherwise assumes alpha = rank.
-    SimpleTuner 4.10.1 leaves that metadata out of its final save (only its checkpoints carry it),
-    though it trains with alpha = 4 x rank here; its config beside the weights says what it used.
+    SimpleTuner 4.10.1 writes no such metadata into its final pytorch_lora_weights.safetensors,
+    though glance has it train with alpha = 4 x rank; its config beside the weights says what it used.
     """
     from diffusers.loaders.lora_base import LORA_ADAPTER_METADATA_KEY
     from safetensors import safe_open
@@ -480,14 +481,15 @@ def _render(pipe, call_kwargs: dict, seed: int):
     import torch
 
     scheduler = pipe.scheduler
-    trace: list[StepRecord] = []
+    stepped: list[tuple] = []
     step = scheduler.step
 
     def recording_step(*args, **kwargs):
         adapters = tuple(pipe.get_active_adapters())  # the adapters the model call before this step ran with
         output = step(*args, **kwargs)
-        index = scheduler.step_index - 1  # step() has just advanced it
-        trace.append(StepRecord(index, float(scheduler.sigmas[index]), float(scheduler.sigmas[index + 1]), adapters))
+        # The scheduler's own sigma tensor and the index it just stepped from (step() has advanced it);
+        # read out after the run, so recording adds no device sync to the loop.
+        stepped.append((scheduler.step_index - 1, scheduler.sigmas, adapters))
         return output
 
     scheduler.step = recording_step
@@ -499,6 +501,10 @@ def _render(pipe, call_kwargs: dict, seed: int):
         seconds = time.perf_counter() - started
     finally:
         del scheduler.step
+    trace = [
+        StepRecord(index, float(sigmas[index]), float(sigmas[index + 1]), adapters)
+        for index, sigmas, adapters in stepped
+    ]
     return image, trace, seconds
 
 

@@ -7,9 +7,10 @@ shifting, terminal stretch), so schedules computed on a tiny model are the real 
 
 Scales:
   "tiny"   a few hundred kB; samples in well under a second on CPU (all families).
-  "bench"  FLUX only: the tiny text encoders, a VAE that downsamples 8x like the real one, and a
-           transformer with about 1.1 GB of bfloat16 weights (~550M parameters), so that sampling
-           time is dominated by the transformer as with the real model.
+  "bench"  FLUX only: the tiny text encoders, a VAE that downsamples 8x with 16 latent channels like
+           the real one (1024 px -> 4096 tokens), and a transformer of 576M parameters saved in
+           bfloat16 (1.15 GB), so sampling time is the transformer's, as with the real model.
+           Builds in ~20 s on 2 CPU cores, peaking near 3.5 GB of RAM.
 
 Heavy imports (torch, diffusers, transformers, tokenizers) happen inside the functions.
 """
@@ -21,6 +22,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import asdict
+from io import BytesIO
 from pathlib import Path
 
 from glance import __version__
@@ -60,9 +62,10 @@ def build_tiny_model(family: str, path: Path, *, seed: int = 0, scale: str = "ti
         raise GlanceError("the bench scale is built for the flux family only")
     path = Path(path)
     stamp = {"family": name, "seed": seed, "scale": scale, "glance_version": __version__}
-    if _read_stamp(path) == stamp:
+    existing = _read_stamp(path)
+    if existing == stamp:
         return path
-    if path.exists() and _read_stamp(path) is None and (not path.is_dir() or any(path.iterdir())):
+    if existing is None and path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise GlanceError(f"{path} exists and is not a tiny model built by glance; choose another folder")
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,8 +86,6 @@ def write_sample_pair(folder: Path, size: int = 128) -> Path:
 
     The image is deterministic and has structure a LoRA can learn (a gradient, a disc, a square).
     """
-    from io import BytesIO
-
     from PIL import Image, ImageDraw
 
     folder = Path(folder)
@@ -168,7 +169,7 @@ def _train_bpe(pre_tokenizer, special_tokens: tuple[str, ...], vocab_size: int, 
         show_progress=False,
     )
     # Every printable character as a word of its own, so each one (with its end-of-word form) is known.
-    tokenizer.train_from_iterator(list(_CORPUS) * 3 + list(string.printable), trainer=trainer)
+    tokenizer.train_from_iterator(list(_CORPUS) + list(string.printable), trainer=trainer)
     model = json.loads(tokenizer.to_str())["model"]
     return model["vocab"], [tuple(merge) for merge in model["merges"]]
 
@@ -206,7 +207,7 @@ def _t5_tokenizer():
         initial_alphabet=list(string.printable.strip()),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(list(_CORPUS) * 3, trainer=trainer)
+    tokenizer.train_from_iterator(_CORPUS, trainer=trainer)
     vocab = [tuple(piece) for piece in json.loads(tokenizer.to_str())["model"]["vocab"]]
     # FLUX and SD3 pad T5 prompts to 512 (SimpleTuner forces it for FLUX); T5's relative attention takes any length.
     return T5TokenizerFast(vocab=vocab, extra_ids=0, model_max_length=512)
@@ -230,10 +231,10 @@ def _qwen_tokenizer():
 # Text encoders
 
 
-def _clip_config(tokenizer, **overrides):
+def _clip_config(tokenizer):
     from transformers import CLIPTextConfig
 
-    settings = dict(
+    return CLIPTextConfig(
         hidden_size=32,
         intermediate_size=37,
         layer_norm_eps=1e-05,
@@ -247,8 +248,6 @@ def _clip_config(tokenizer, **overrides):
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    settings.update(overrides)
-    return CLIPTextConfig(**settings)
 
 
 def _t5_encoder(tokenizer, seed: int):
@@ -272,7 +271,7 @@ def _t5_encoder(tokenizer, seed: int):
 # Pipelines
 
 
-# FLUX transformer sizes: (layers, single layers, heads); head dim 128 for bench, 16 for tiny.
+# FLUX transformer sizes. bench: 2 + 4 blocks of width 2048 (FLUX.1-dev: 19 + 38 of width 3072).
 _FLUX_SCALES = {
     "tiny": dict(
         num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2, axes_dims_rope=[4, 4, 8]

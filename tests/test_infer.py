@@ -15,7 +15,14 @@ from typer.testing import CliRunner
 from glance import __version__
 from glance.cli import app
 from glance.families import FAMILIES, GlanceError, model_schedule
-from glance.infer import InferOptions, base_image_path, options_from_manifest, read_png_parameters, run_infer
+from glance.infer import (
+    InferOptions,
+    base_image_path,
+    exact_scheduler,
+    options_from_manifest,
+    read_png_parameters,
+    run_infer,
+)
 from glance.manifest import PhaseRecord, RunManifest
 from glance.schedule import base_schedule
 
@@ -72,6 +79,19 @@ def test_runs_the_trained_sigmas_with_slow_then_fast(tiny, family, tmp_path):
 
     assert read_png_parameters(result.image) == result.summary
     assert read_png_parameters(base.image) == base.summary
+
+
+def test_exact_scheduler_ignores_every_respacing_setting():
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    shifting = FlowMatchEulerDiscreteScheduler(
+        shift=3.0, use_dynamic_shifting=True, shift_terminal=0.02, use_karras_sigmas=True, invert_sigmas=True
+    )
+    scheduler = exact_scheduler(shifting.config)
+    sigmas = [1.0, 0.979, 0.9575, 0.8867, 0.02]
+    scheduler.set_timesteps(sigmas=sigmas, mu=1.15)
+    assert scheduler.sigmas.tolist() == torch.tensor([*sigmas, 0.0], dtype=torch.float32).tolist()
 
 
 def test_png_record(tiny, tmp_path):
@@ -177,6 +197,23 @@ def test_lora_for_a_differently_sized_transformer(tiny, tmp_path):
         infer(tiny("flux"), tmp_path, slow_lora=other)
     with pytest.raises(GlanceError, match="does not fit"):  # a Qwen-Image LoRA on FLUX
         infer(tiny("flux"), tmp_path, fast_lora=tiny("qwen_image").fast)
+    assert not (tmp_path / "glance.png").exists()
+
+
+def test_weights_diffusers_did_not_load_as_written_are_refused(tiny, tmp_path, monkeypatch):
+    from diffusers import FluxPipeline
+
+    load = FluxPipeline.load_lora_weights
+
+    def load_then_lose_the_weights(self, *args, **kwargs):  # what a silently mismatched load looks like
+        load(self, *args, **kwargs)
+        for name, parameter in self.transformer.named_parameters():
+            if ".lora_B." in name:
+                parameter.data.zero_()
+
+    monkeypatch.setattr(FluxPipeline, "load_lora_weights", load_then_lose_the_weights)
+    with pytest.raises(GlanceError, match="diffusers loaded other weights than .* holds for"):
+        infer(tiny("flux"), tmp_path)
     assert not (tmp_path / "glance.png").exists()
 
 
