@@ -63,7 +63,9 @@ def run_demo(
     )
     plan = stage("check + plan", lambda: plan_run(settings))
     stage("train (SimpleTuner, 2 phases)", lambda: train(plan, reporter=reporter))
-    options = options_from_manifest(plan.output_dir, prompt=prompt, out=workdir / "glance.png", device="cpu", force=True)
+    # The demo's own image in its own folder: replacing it on a re-run is what the user asked for.
+    out = workdir / "glance.png"
+    options = options_from_manifest(plan.output_dir, prompt=prompt, out=out, device="cpu", force=True)
     result = stage("infer (diffusers, 1 pipeline)", lambda: run_infer(options))
     return DemoResult(
         workdir=workdir,

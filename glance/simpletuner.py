@@ -138,6 +138,35 @@ def parser_check(config: TrainingConfig) -> None:
     return parsed
 
 
+def add_adapter_metadata(weights: Path, *, rank: int, alpha: int) -> bool:
+    """Write the LoRA's adapter config into its file, as diffusers expects; True when it was missing.
+
+    SimpleTuner 4.10.1's final save (unlike its checkpoints) writes no `lora_adapter_metadata`, so
+    diffusers loads the LoRA with alpha = rank: at a quarter of the strength it was trained at with
+    glance's alpha = 4 x rank. The tensors are kept as they are; the file is replaced atomically.
+    """
+    import json
+
+    from peft import LoraConfig
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save
+
+    from glance.files import write_atomic
+
+    with safe_open(weights, "pt") as handle:
+        metadata = dict(handle.metadata() or {})
+    if "lora_adapter_metadata" in metadata:
+        return False
+    tensors = load_file(weights)
+    modules = sorted({key.removeprefix("transformer.").rsplit(".lora_", 1)[0] for key in tensors})
+    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=modules).to_dict()
+    # The layout of diffusers' save_lora_weights: one JSON object, keys prefixed by the component.
+    packed = {f"transformer.{k}": sorted(v) if isinstance(v, set) else v for k, v in config.items()}
+    metadata["lora_adapter_metadata"] = json.dumps(packed, indent=2, sort_keys=True)
+    write_atomic(weights, save(tensors, metadata=metadata))
+    return True
+
+
 def find_simpletuner() -> Path:
     """The `simpletuner` executable: $GLANCE_SIMPLETUNER, else PATH, else beside this Python."""
     override = os.environ.get("GLANCE_SIMPLETUNER")

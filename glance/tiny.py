@@ -109,6 +109,45 @@ def write_sample_pair(folder: Path, size: int = 128) -> Path:
     return image_path
 
 
+LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")  # the attention projections, in every family
+
+
+def write_random_lora(
+    folder: Path, transformer, family: str, *, seed: int, rank: int = 4, with_metadata: bool = True
+) -> Path:
+    """Give `transformer` a LoRA with random non-zero weights and save it the way SimpleTuner does.
+
+    Keys are `transformer.<module>.lora_A.weight` / `lora_B.weight`, alpha is 4 x rank (as glance
+    trains), saved through the pipeline's `save_lora_weights`; `with_metadata=False` leaves out the
+    adapter config, as SimpleTuner 4.10.1's final save does. The same seed gives the same LoRA.
+    """
+    import diffusers
+    import torch
+    from diffusers.training_utils import _collate_lora_metadata
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    config = LoraConfig(r=rank, lora_alpha=4 * rank, init_lora_weights="gaussian", target_modules=list(LORA_TARGETS))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer.add_adapter(config)
+        for name, parameter in transformer.named_parameters():
+            if ".lora_B." in name:  # peft starts lora_B at zero: a LoRA without effect
+                torch.nn.init.normal_(parameter, std=0.5)
+    pipeline_class = getattr(diffusers, get_family(family).pipeline_class)
+    metadata = _collate_lora_metadata({"transformer": transformer}) if with_metadata else {}
+    pipeline_class.save_lora_weights(
+        folder, transformer_lora_layers=get_peft_model_state_dict(transformer), safe_serialization=True, **metadata
+    )
+    return Path(folder)
+
+
+def load_transformer(model: Path):
+    from diffusers import AutoModel
+
+    return AutoModel.from_pretrained(str(model), subfolder="transformer", use_safetensors=True)
+
+
 def _read_stamp(path: Path) -> dict | None:
     try:
         return json.loads((path / STAMP_NAME).read_text(encoding="utf-8"))

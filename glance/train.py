@@ -47,6 +47,7 @@ from glance.simpletuner import (
     TextEmbedsDataset,
     TrainingConfig,
     accelerate_config_yaml,
+    add_adapter_metadata,
     dump_json,
     find_simpletuner,
     phase_command,
@@ -552,6 +553,8 @@ def _wait_all(runs: dict[PhaseName, PhaseRun], plan: RunPlan, manifest: RunManif
                     other.stop()
                     other.wait()
                 raise
+            config = plan.configs[phase]
+            add_adapter_metadata(plan.lora_dir(phase) / WEIGHTS_NAME, rank=config.lora_rank, alpha=config.lora_alpha)
             manifest.phases[phase] = PhaseRecord(
                 lora_dir=os.path.relpath(plan.lora_dir(phase), plan.output_dir),
                 inputs_sha256=plan.inputs_sha256(phase),

@@ -14,6 +14,9 @@ def test_demo_ends_with_an_image_on_disk(trained_run):
     manifest = load_manifest(trained_run.output / "glance.json")
     assert manifest.complete
     assert record["sigmas"] == manifest.lists.sigmas  # the exact trained sigmas, recorded as they ran
+    assert [step["adapters"] for step in record["steps"]] == [["slow"]] * 5 + [["fast"]] * 5
+    for lora in record["loras"].values():  # sampled at the trained strength, alpha / rank = 4
+        assert lora["scale"] == 4.0 and lora["alpha_from"] == "file metadata"
     for stage in ("[tiny model]", "[train (SimpleTuner, 2 phases)]", "[infer (diffusers, 1 pipeline)]"):
         assert stage in trained_run.output_text
     assert f"image:    {image}" in trained_run.demo.stdout

@@ -9,7 +9,7 @@ import sys
 from datetime import UTC, datetime
 
 import pytest
-from support.tiny_models import SIZE, load_transformer, make_lora
+from support.tiny_models import SIZE
 from typer.testing import CliRunner
 
 from glance import __version__
@@ -25,6 +25,7 @@ from glance.infer import (
 )
 from glance.manifest import PhaseRecord, RunManifest
 from glance.schedule import base_schedule
+from glance.tiny import load_transformer, write_random_lora
 
 PROMPT = "a red circle and a blue square on a warm gradient"
 
@@ -127,7 +128,7 @@ def test_same_seed_same_image(tiny, tmp_path):
 def test_alpha_of_a_lora_without_metadata_comes_from_simpletuner_config(tiny, tmp_path):
     """SimpleTuner's final save has no adapter metadata, so diffusers alone would run it at scale 1."""
     model = tiny("flux")
-    plain = make_lora(tmp_path / "plain", load_transformer(model.model), "flux", seed=1, with_metadata=False)
+    plain = write_random_lora(tmp_path / "plain", load_transformer(model.model), "flux", seed=1, with_metadata=False)
     result = infer(model, tmp_path, out=tmp_path / "plain.png", slow_lora=plain)
     assert result.summary["loras"]["slow"] == {
         "path": str(plain),
@@ -188,7 +189,7 @@ def test_lora_for_a_differently_sized_transformer(tiny, tmp_path):
         pooled_projection_dim=32,
         axes_dims_rope=[2, 2, 4],
     )
-    other = make_lora(tmp_path / "other", narrower, "flux", seed=1)
+    other = write_random_lora(tmp_path / "other", narrower, "flux", seed=1)
     with pytest.raises(
         GlanceError,
         match=r"does not fit .*: (single_)?transformer_blocks\.0\.attn\.to_\w+ has 32 -> 32 features, "

@@ -69,6 +69,13 @@ def test_trained_loras_load_into_flux_pipeline(trained_run):
     pipe.load_lora_weights(trained_run.output / "glance-slow", adapter_name="slow")
     pipe.load_lora_weights(trained_run.output / "glance-fast", adapter_name="fast")
     assert set(pipe.get_list_adapters()["transformer"]) == {"slow", "fast"}
+    # Plain diffusers loads them at the strength they were trained at (alpha / rank), because glance
+    # writes the adapter config SimpleTuner 4.10.1 leaves out of its final save.
+    config = trained_run.plan.configs["slow"]
+    layers = [m for m in pipe.transformer.modules() if hasattr(m, "scaling") and "slow" in m.scaling]
+    assert layers
+    for layer in layers:
+        assert layer.scaling["slow"] == layer.scaling["fast"] == config.lora_alpha / config.lora_rank
 
 
 def test_second_run_skips_and_force_retrains(trained_run):

@@ -8,14 +8,15 @@ from typing import Annotated
 import typer
 
 from glance.cli._common import cli_errors, examples
+from glance.demo import DEFAULT_WORKDIR, DEMO_STEPS
 
 EPILOG = examples("glance demo", "glance demo --workdir /tmp/glance-demo --steps 4")
 
 
 @cli_errors
 def demo_command(
-    workdir: Annotated[Path, typer.Option(help="Where the tiny model, the run and the image go.")] = Path("glance-demo"),
-    steps: Annotated[int, typer.Option(min=1, help="Training steps per phase.")] = 8,
+    workdir: Annotated[Path, typer.Option(help="Where the tiny model, the run and the image go.")] = DEFAULT_WORKDIR,
+    steps: Annotated[int, typer.Option(min=1, help="Training steps per phase.")] = DEMO_STEPS,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Stream SimpleTuner's output.")] = False,
 ) -> None:
     """Build a tiny random Flux offline, train both Glance LoRAs on a sample image with SimpleTuner (CPU), sample them.

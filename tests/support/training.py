@@ -71,7 +71,8 @@ def trained_run(tmp_path_factory) -> TrainedRun:
     data_before = {p.name: p.read_bytes() for p in (root / "data").iterdir()}
     demo = run_glance("demo", "--workdir", str(root), "--steps", str(STEPS), cwd=root)
     assert demo.returncode == 0, f"glance demo failed:\n{demo.stdout}\n{demo.stderr}"
+    model = root / "tiny-flux"
     settings = TrainSettings(
-        image=root / "data/glance.png", model=str(root / "tiny-flux"), resolution=DEMO_RESOLUTION, steps=STEPS, device="cpu"
+        image=root / "data/glance.png", model=str(model), resolution=DEMO_RESOLUTION, steps=STEPS, device="cpu"
     )
     return TrainedRun(root, plan_run(settings), data_before, demo)

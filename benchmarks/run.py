@@ -1,0 +1,332 @@
+"""Speed and memory of glance against the baselines it replaces, measured in the same run.
+
+    .venv/bin/python benchmarks/run.py                 # all three, prints a table, writes benchmarks/latest.json
+    .venv/bin/python benchmarks/run.py --only infer    # infer | train | startup
+
+1. infer:   `glance infer` (one pipeline, one loop) against the published two-call recipe (two
+            `from_pretrained`, slow call then fast call) on the same synthetic FLUX with >= 1 GB
+            of transformer weights and the same two LoRAs. Wall time, peak RSS, pipeline loads.
+2. train:   `glance train` (both phases, one shared cache) against two bare `simpletuner train`
+            runs with separate caches, on the same tiny FLUX, image and steps.
+3. startup: `glance --help` against `hf --help` (huggingface_hub's CLI, installed with SimpleTuner).
+
+Every measurement runs in a fresh child process (peak RSS is the child's own). Nothing here is
+asserted by the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+VENV_BIN = Path(sys.executable).parent
+PROMPT = "a red circle and a blue square on a warm gradient"
+INFER_SIZE = 256  # px; the bench model's VAE downsamples 8x like the real one
+TRAIN_STEPS = 4
+
+
+# --- children: each prints one JSON line with its measurements -------------------------------
+
+
+def _count_pipeline_loads() -> list[int]:
+    """Count DiffusionPipeline.from_pretrained calls (every pipeline class inherits it)."""
+    from diffusers import DiffusionPipeline
+
+    loads = [0]
+    original = DiffusionPipeline.from_pretrained.__func__
+
+    def counting(cls, *args, **kwargs):
+        loads[0] += 1
+        return original(cls, *args, **kwargs)
+
+    DiffusionPipeline.from_pretrained = classmethod(counting)
+    return loads
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def child_glance_infer(work: Path) -> dict:
+    start = time.perf_counter()
+    loads = _count_pipeline_loads()
+    from glance.infer import InferOptions, run_infer
+    from glance.manifest import load_manifest
+
+    manifest = load_manifest(work / "run" / "glance.json")
+    options = InferOptions(
+        prompt=PROMPT,
+        model=str(work / "model"),
+        family="flux",
+        lists=manifest.lists,
+        slow_lora=work / "run" / "glance-slow",
+        fast_lora=work / "run" / "glance-fast",
+        out=work / "glance.png",
+        width=INFER_SIZE,
+        height=INFER_SIZE,
+        device="cpu",
+        dtype="float32",
+        force=True,
+    )
+    run_infer(options)
+    return {"wall_s": time.perf_counter() - start, "peak_rss_mb": _peak_rss_mb(), "model_loads": loads[0]}
+
+
+def child_recipe_infer(work: Path) -> dict:
+    """../shared/seed's step 4, as published (torch_dtype renamed dtype; CPU and float32 here)."""
+    start = time.perf_counter()
+    loads = _count_pipeline_loads()
+    import torch
+    from diffusers import FluxPipeline
+
+    from glance.manifest import load_manifest
+
+    manifest = load_manifest(work / "run" / "glance.json")
+    slow_sigmas = [t / 1000.0 for t in manifest.slow_timesteps]
+    fast_sigmas = [t / 1000.0 for t in manifest.fast_timesteps]
+    generator = torch.Generator(device="cpu").manual_seed(0)
+
+    pipe = FluxPipeline.from_pretrained(str(work / "model"), dtype=torch.float32).to("cpu")
+    pipe.load_lora_weights(str(work / "run" / "glance-slow"))
+    latents = pipe(
+        prompt=PROMPT,
+        num_inference_steps=len(slow_sigmas),
+        sigmas=slow_sigmas,
+        output_type="latent",
+        generator=generator,
+        height=INFER_SIZE,
+        width=INFER_SIZE,
+    ).images
+
+    pipe_fast = FluxPipeline.from_pretrained(str(work / "model"), dtype=torch.float32).to("cpu")
+    pipe_fast.load_lora_weights(str(work / "run" / "glance-fast"))
+    image = pipe_fast(
+        prompt=PROMPT,
+        num_inference_steps=len(fast_sigmas),
+        sigmas=fast_sigmas,
+        latents=latents,
+        guidance_scale=1.0,
+        generator=generator,
+        height=INFER_SIZE,
+        width=INFER_SIZE,
+    ).images[0]
+    image.save(work / "recipe.png")
+    return {"wall_s": time.perf_counter() - start, "peak_rss_mb": _peak_rss_mb(), "model_loads": loads[0]}
+
+
+CHILDREN = {"glance-infer": child_glance_infer, "recipe-infer": child_recipe_infer}
+
+
+def run_child(name: str, work: Path) -> dict:
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", name, "--workdir", str(work)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, HF_HUB_OFFLINE="1"),
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark child {name} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# --- the three benchmarks ---------------------------------------------------------------------
+
+
+def prepare_infer(work: Path) -> None:
+    """The >= 1 GB synthetic FLUX, and a slow and a fast LoRA for it with a manifest to read."""
+    from glance.tiny import build_tiny_model, write_random_lora
+
+    model = build_tiny_model("flux", work / "model", scale="bench")
+    run = work / "run"
+    for seed, phase in enumerate(("slow", "fast"), start=1):
+        write_random_lora(model, run / f"glance-{phase}", seed=seed, rank=16)
+    if not (run / "glance.json").is_file():
+        from glance.families import FAMILIES, model_schedule
+        from glance.manifest import PhaseRecord, RunManifest
+        from glance.schedule import default_lists
+
+        family = FAMILIES["flux"]
+        lists = default_lists(family, model_schedule(str(model), family), 1024)
+        record = {"inputs_sha256": "synthetic", "duration_s": 0.0, "finished_at": "2026-01-01T00:00:00Z"}
+        RunManifest(
+            glance_version="bench",
+            model=str(model),
+            family="flux",
+            resolution=INFER_SIZE,
+            slow_timesteps=list(lists.slow),
+            fast_timesteps=list(lists.fast),
+            train_guidance=1.0,
+            seed=0,
+            steps=0,
+            rank=16,
+            learning_rate=5e-4,
+            phases={p: PhaseRecord(lora_dir=f"glance-{p}", **record) for p in ("slow", "fast")},
+        ).save(run / "glance.json")
+
+
+def bench_infer(work: Path) -> dict:
+    prepare_infer(work)
+    weights = sum(p.stat().st_size for p in (work / "model" / "transformer").glob("*.safetensors"))
+    glance = run_child("glance-infer", work)
+    recipe = run_child("recipe-infer", work)
+    return {
+        "transformer_weights_gb": round(weights / 1e9, 2),
+        "size_px": INFER_SIZE,
+        "glance": glance,
+        "recipe": recipe,
+        "ratio_time": glance["wall_s"] / recipe["wall_s"],
+        "ratio_memory": glance["peak_rss_mb"] / recipe["peak_rss_mb"],
+    }
+
+
+def _timed(cmd: list[str], cwd: Path, env: dict) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    return time.perf_counter() - start
+
+
+def bench_train(work: Path) -> dict:
+    """Fresh output folders for both; the baseline's phases each encode their own cache."""
+    from glance.simpletuner import find_simpletuner, phase_command, phase_env
+    from glance.tiny import build_tiny_model, write_sample_pair
+    from glance.train import TrainSettings, plan_run, write_configs
+
+    model = build_tiny_model("flux", work / "tiny-flux")
+    write_sample_pair(work / "data")
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    for folder in ("glance-out", "glance-config", "bare-out", "bare-config"):
+        shutil.rmtree(work / folder, ignore_errors=True)
+
+    glance_cmd = [str(VENV_BIN / "glance"), "train", "data/glance.png", "--model", str(model), "--resolution", "128"]
+    glance_cmd += ["--steps", str(TRAIN_STEPS), "--device", "cpu", "-o", "glance-out", "--config-dir", "glance-config"]
+    glance_s = _timed(glance_cmd, work, env)
+
+    # The baseline: the same configs, but each phase with its own caches, run by bare `simpletuner train`.
+    settings = TrainSettings(
+        image=Path("data/glance.png"),
+        model=str(model),
+        resolution=128,
+        steps=TRAIN_STEPS,
+        device="cpu",
+        output_dir=Path("bare-out"),
+        config_dir=Path("bare-config"),
+        separate_caches=True,
+    )
+    cwd = Path.cwd()
+    os.chdir(work)  # the configs hold paths relative to the folder SimpleTuner runs in
+    try:
+        plan = plan_run(settings)
+        write_configs(plan)
+    finally:
+        os.chdir(cwd)
+    simpletuner = find_simpletuner()
+    bare = {}
+    for phase in ("slow", "fast"):
+        command = phase_command(simpletuner, work / plan.config_paths[phase])
+        bare[phase] = _timed(command, work, phase_env(simpletuner, cuda=False, base=env))
+    bare_s = sum(bare.values())
+    return {
+        "steps": TRAIN_STEPS,
+        "glance_s": glance_s,
+        "bare_s": bare_s,
+        "bare_phases_s": bare,
+        "ratio_time": glance_s / bare_s,
+    }
+
+
+def bench_startup(repeats: int = 7) -> dict:
+    def median_time(cmd: list[str]) -> float:
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            subprocess.run(cmd, capture_output=True, check=True)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    glance = median_time([str(VENV_BIN / "glance"), "--help"])
+    hf = median_time([str(VENV_BIN / "hf"), "--help"])
+    return {"glance_help_s": glance, "hf_help_s": hf, "ratio_time": glance / hf}
+
+
+# --- report ------------------------------------------------------------------------------------
+
+
+def machine() -> dict:
+    info = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()}
+    try:
+        cpu = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+        info["cpu"] = cpu.split(":", 1)[1].strip()
+        mem = next(line for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))
+        info["memory_gb"] = round(int(mem.split()[1]) / 1024**2, 1)
+    except (OSError, StopIteration):
+        pass
+    from importlib.metadata import version
+
+    info.update({name: version(name) for name in ("torch", "diffusers", "simpletuner")})
+    return info
+
+
+def print_table(results: dict) -> None:
+    m = results["machine"]
+    print(f"\nmachine: {m.get('cpu', '?')}, {m['cpus']} cores, {m.get('memory_gb', '?')} GB, torch {m['torch']}")
+    rows = [("benchmark", "glance", "baseline", "ratio", "goal")]
+    if "infer" in results:
+        r = results["infer"]
+        g, b = r["glance"], r["recipe"]
+        rows.append(
+            ("infer wall time (s)", f"{g['wall_s']:.1f}", f"{b['wall_s']:.1f}", f"{r['ratio_time']:.2f}", "<= 0.6")
+        )
+        rows.append(("infer peak RSS (MB)", f"{g['peak_rss_mb']:.0f}", f"{b['peak_rss_mb']:.0f}",
+                     f"{r['ratio_memory']:.2f}", "<= 0.6"))  # fmt: skip
+        rows.append(("infer pipeline loads", str(g["model_loads"]), str(b["model_loads"]), "", ""))
+    if "train" in results:
+        r = results["train"]
+        rows.append(("train both phases (s)", f"{r['glance_s']:.1f}", f"{r['bare_s']:.1f}", f"{r['ratio_time']:.2f}",
+                     "<= 1.0"))  # fmt: skip
+    if "startup" in results:
+        r = results["startup"]
+        rows.append(("--help (s)", f"{r['glance_help_s']:.3f}", f"{r['hf_help_s']:.3f}", f"{r['ratio_time']:.2f}",
+                     "<= 0.3 s"))  # fmt: skip
+    for name, *cells in rows:
+        print(f"{name:<26}" + "".join(f"{cell:>11}" for cell in cells))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=("infer", "train", "startup"), action="append")
+    parser.add_argument("--workdir", type=Path, default=HERE / "work")
+    parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
+    parser.add_argument("--json", type=Path, default=HERE / "latest.json", help="where the results go")
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(CHILDREN[args.child](args.workdir)))
+        return
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    chosen = args.only or ["startup", "train", "infer"]
+    results: dict = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M")}
+    if "startup" in chosen:
+        results["startup"] = bench_startup()
+    if "train" in chosen:
+        results["train"] = bench_train(args.workdir / "train")
+    if "infer" in chosen:
+        results["infer"] = bench_infer(args.workdir / "infer")
+    print_table(results)
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nsaved {args.json}")
+
+
+if __name__ == "__main__":
+    main()
