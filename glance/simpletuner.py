@@ -148,16 +148,19 @@ def add_adapter_metadata(weights: Path, *, rank: int, alpha: int) -> bool:
     import json
 
     from peft import LoraConfig
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file, save
 
     from glance.files import write_atomic
 
-    with safe_open(weights, "pt") as handle:
-        metadata = dict(handle.metadata() or {})
+    try:
+        with safe_open(weights, "pt") as handle:
+            metadata = dict(handle.metadata() or {})
+        tensors = load_file(weights)
+    except (OSError, SafetensorError) as exc:
+        raise GlanceError(f"{weights} is not a readable safetensors file ({exc})") from None
     if "lora_adapter_metadata" in metadata:
         return False
-    tensors = load_file(weights)
     modules = sorted({key.removeprefix("transformer.").rsplit(".lora_", 1)[0] for key in tensors})
     config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=modules).to_dict()
     # The layout of diffusers' save_lora_weights: one JSON object, keys prefixed by the component.

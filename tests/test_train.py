@@ -130,6 +130,12 @@ def test_stand_in_success_records_both_phases(fake, monkeypatch):
     assert calls(fake)[0]["argv"][:2] == ["train", "--env"]
     assert load_manifest(fake / "output/glance.json").complete
     assert "step_loss=0.1667" in (fake / "output/glance-slow.log").read_text()
+    from safetensors import safe_open
+
+    with safe_open(fake / "output/glance-slow/pytorch_lora_weights.safetensors", "pt") as handle:
+        written = json.loads(handle.metadata()["lora_adapter_metadata"])  # added by glance after the phase
+    assert written["transformer.r"] == 16 and written["transformer.lora_alpha"] == 64
+    assert written["transformer.target_modules"] == ["single_transformer_blocks.0.attn.to_q"]
 
 
 def test_crash_in_slow_phase_stops_the_run(fake, monkeypatch):
@@ -159,6 +165,16 @@ def alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_unreadable_weights_are_a_failure(fake, monkeypatch):
+    monkeypatch.setenv("FAKE_SIMPLETUNER_MODE", "badweights")
+    result = run_cli(*TRAIN)
+    assert result.exit_code == 1
+    assert "output/glance-slow/pytorch_lora_weights.safetensors is not a readable safetensors file" in result.stderr
+    assert result.stderr.count("glance: error:") == 1 and "Traceback" not in result.output
+    assert len(calls(fake)) == 1
+    assert not load_manifest(fake / "output/glance.json").phases
 
 
 def test_ctrl_c_stops_the_children_and_exits_130(fake):

@@ -3,6 +3,7 @@
 
 crash     prints a few lines and exits 1
 noweights prints progress and exits 0 without writing weights
+badweights prints progress and exits 0 with an unreadable weights file
 hang      starts a grandchild (`sleep`), records both pids, then waits forever
 ok        prints tqdm-like progress and writes a weights file, like a successful run
 Each call appends its argv to $FAKE_SIMPLETUNER_CALLS.
@@ -37,7 +38,19 @@ for step in range(1, total + 1):
     )
     sys.stdout.flush()
 print(flush=True)
-if mode == "ok":
-    out = Path(config["output_dir"])
+out = Path(config["output_dir"])
+if mode == "ok":  # a rank-2 LoRA for one layer, in SimpleTuner's format (no adapter metadata)
+    import numpy as np
+    from safetensors.numpy import save_file
+
     out.mkdir(parents=True, exist_ok=True)
-    (out / "pytorch_lora_weights.safetensors").write_bytes(b"not really weights")
+    rng = np.random.default_rng(0)
+    layer = "transformer.single_transformer_blocks.0.attn.to_q"
+    tensors = {
+        f"{layer}.lora_A.weight": rng.random((2, 8), "float32"),
+        f"{layer}.lora_B.weight": rng.random((8, 2), "float32"),
+    }
+    save_file(tensors, out / "pytorch_lora_weights.safetensors", metadata={"format": "pt"})
+if mode == "badweights":
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "pytorch_lora_weights.safetensors").write_bytes(b"not a safetensors file")
