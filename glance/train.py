@@ -322,7 +322,7 @@ class PhaseProgress:
 
 
 class Reporter:
-    """Where progress goes: one live line per phase on a terminal, plain lines otherwise."""
+    """Where progress goes: one live line per phase on a terminal; in a log, a line per tenth of a phase."""
 
     def __init__(self, verbose: bool = False, stream=None):
         self.verbose = verbose
@@ -330,6 +330,7 @@ class Reporter:
         self.live = self.stream.isatty() and not verbose
         self._lock = threading.Lock()
         self._shown: dict[str, str] = {}
+        self._logged_tenth: dict[str, int] = {}
 
     def message(self, text: str) -> None:
         with self._lock:
@@ -342,12 +343,18 @@ class Reporter:
                 print(f"[{phase}] {line}", file=self.stream, flush=True)
 
     def progress(self, progress: PhaseProgress) -> None:
-        if not self.live:
+        if self.verbose:  # the raw lines already show it
             return
         with self._lock:
-            self._shown[progress.phase] = progress.render()
-            self.stream.write("\r\x1b[2K" + "  |  ".join(self._shown.values()))
-            self.stream.flush()
+            if self.live:
+                self._shown[progress.phase] = progress.render()
+                self.stream.write("\r\x1b[2K" + "  |  ".join(self._shown.values()))
+                self.stream.flush()
+                return
+            tenth = progress.step * 10 // progress.total
+            if tenth > self._logged_tenth.get(progress.phase, 0):
+                self._logged_tenth[progress.phase] = tenth
+                print(progress.render(), file=self.stream, flush=True)
 
     def _clear_live(self) -> None:
         if self.live and self._shown:

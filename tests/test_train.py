@@ -276,3 +276,53 @@ def test_parallel_and_multi_gpu_commands(fake):
 def test_parallel_refused_without_cuda(fake):
     result = run_cli(*TRAIN, "--parallel", "--dry-run")
     assert result.exit_code == 1 and "need CUDA" in result.stderr
+
+
+# --- progress -------------------------------------------------------------------------------------
+
+SIMPLETUNER_LINES = [  # as SimpleTuner 4.10.1 prints them (tqdm, ANSI reset included)
+    "Epoch 1/4 Steps:   0%|          | 0/4 [00:00<?, ?it/s]\x1b[0m",
+    "Epoch 2/4, Steps:  50%|█████     | 2/4 [00:05<00:04,  2.36s/it, lr=0.0005, step_loss=4.63]\x1b[0m",
+    "Loading pipeline components...: 100%|██████████| 7/7 [00:00<00:00, 17.47it/s]",
+    "Epoch 4/4, Steps: 100%|██████████| 4/4 [00:06<00:00,  1.07s/it, lr=0.0005, step_loss=4.57]\x1b[0m",
+]
+
+
+def test_progress_reads_simpletuner_lines():
+    from glance.train import PhaseProgress
+
+    progress = PhaseProgress("slow", total=4)
+    moved = [progress.update(line) for line in SIMPLETUNER_LINES]
+    assert moved == [True, True, False, True]  # another bar with another total is not the phase
+    assert (progress.step, progress.loss) == (4, 4.57)
+    assert progress.render().startswith("slow: step 4/4  loss 4.5700  0:")
+
+
+class FakeTerminal:
+    def __init__(self, tty: bool):
+        self.tty, self.text = tty, ""
+
+    def isatty(self) -> bool:
+        return self.tty
+
+    def write(self, text: str) -> None:
+        self.text += text
+
+    def flush(self) -> None:
+        pass
+
+
+def test_reporter_live_line_on_a_terminal_and_tenths_in_a_log():
+    from glance.train import PhaseProgress, Reporter
+
+    for tty in (True, False):
+        stream = FakeTerminal(tty)
+        reporter, progress = Reporter(stream=stream), PhaseProgress("fast", total=20)
+        for step in range(1, 21):
+            progress.update(f"Steps: {step}/20 [00:01<00:01, step_loss=0.5]")
+            reporter.progress(progress)
+        reporter.message("fast: done")
+        if tty:  # one line, rewritten in place, cleared before the next message
+            assert stream.text.count("\r\x1b[2K") == 21 and stream.text.count("\n") == 1
+        else:  # a plain line per tenth of the phase
+            assert stream.text.count("fast: step") == 10 and "\r" not in stream.text
