@@ -144,12 +144,13 @@ def run_child(name: str, work: Path) -> dict:
 
 def prepare_infer(work: Path) -> None:
     """The >= 1 GB synthetic FLUX, and a slow and a fast LoRA for it with a manifest to read."""
-    from glance.tiny import build_tiny_model, write_random_lora
+    from glance.tiny import build_tiny_model, load_transformer, write_random_lora
 
     model = build_tiny_model("flux", work / "model", scale="bench")
     run = work / "run"
     for seed, phase in enumerate(("slow", "fast"), start=1):
-        write_random_lora(model, run / f"glance-{phase}", seed=seed, rank=16)
+        if not (run / f"glance-{phase}" / "pytorch_lora_weights.safetensors").is_file():
+            write_random_lora(run / f"glance-{phase}", load_transformer(model), "flux", seed=seed, rank=16)
     if not (run / "glance.json").is_file():
         from glance.families import FAMILIES, model_schedule
         from glance.manifest import PhaseRecord, RunManifest

@@ -135,6 +135,15 @@ def parse_list(text: str, label: str) -> tuple[float, ...]:
     return tuple(values)
 
 
+def parse_lists(slow: str | None, fast: str | None) -> TimestepLists | None:
+    """The --slow-timesteps / --fast-timesteps pair: both parsed and validated, or None when neither is given."""
+    if slow is None and fast is None:
+        return None
+    if slow is None or fast is None:
+        raise GlanceError("give both --slow-timesteps and --fast-timesteps, or neither")
+    return TimestepLists(parse_list(slow, "--slow-timesteps"), parse_list(fast, "--fast-timesteps"))
+
+
 def validate_lists(slow: tuple[float, ...], fast: tuple[float, ...]) -> None:
     """Refuse lists SimpleTuner would misread or that cannot be chained; one message per fault."""
     for label, values in (("slow timesteps", slow), ("fast timesteps", fast)):

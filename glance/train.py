@@ -39,7 +39,7 @@ from glance.manifest import (
     package_versions,
 )
 from glance.pair import DEFAULT_IMAGE, ImagePair, check_pair, stage_pair
-from glance.schedule import TimestepLists, default_lists, parse_list, to_simpletuner
+from glance.schedule import TimestepLists, default_lists, parse_lists, to_simpletuner
 from glance.simpletuner import (
     CPU_SHIM_DIR,
     DataloaderConfig,
@@ -138,12 +138,10 @@ class RunPlan:
 
 def resolve_lists(settings: TrainSettings, family: Family) -> TimestepLists:
     """The user's lists, or the model's own (its 50-step schedule at the training resolution)."""
-    given = (settings.slow_timesteps, settings.fast_timesteps)
-    if all(v is None for v in given):
-        return default_lists(family, model_schedule(settings.model, family), settings.resolution)
-    if any(v is None for v in given):
-        raise GlanceError("give both --slow-timesteps and --fast-timesteps, or neither (to use the model's own)")
-    return TimestepLists(parse_list(given[0], "--slow-timesteps"), parse_list(given[1], "--fast-timesteps"))
+    given = parse_lists(settings.slow_timesteps, settings.fast_timesteps)
+    if given is not None:
+        return given
+    return default_lists(family, model_schedule(settings.model, family), settings.resolution)
 
 
 def plan_run(settings: TrainSettings) -> RunPlan:

@@ -10,7 +10,6 @@ from typing import Annotated
 import typer
 
 from glance.cli._common import FamilyOpt, ForceOpt, ModelOpt, OutputDirOpt, cli_errors, examples
-from glance.families import GlanceError
 
 EPILOG = examples(
     'glance infer "a red circle and a blue square on a warm gradient"',
@@ -95,15 +94,9 @@ def infer_command(
     OUTPUT_DIR/glance.json; flags override them.
     """
     from glance.infer import options_from_manifest, run_infer
-    from glance.schedule import TimestepLists, parse_list
+    from glance.schedule import parse_lists
 
-    if (slow_timesteps is None) != (fast_timesteps is None):
-        raise GlanceError("pass --slow-timesteps and --fast-timesteps together")
-    lists = None
-    if slow_timesteps is not None:
-        lists = TimestepLists(
-            parse_list(slow_timesteps, "--slow-timesteps"), parse_list(fast_timesteps, "--fast-timesteps")
-        )
+    lists = parse_lists(slow_timesteps, fast_timesteps)
     options = options_from_manifest(
         output_dir,
         prompt=prompt,
