@@ -143,30 +143,32 @@ def add_adapter_metadata(weights: Path, *, rank: int, alpha: int) -> bool:
 
     SimpleTuner 4.10.1's final save (unlike its checkpoints) writes no `lora_adapter_metadata`, so
     diffusers loads the LoRA with alpha = rank: at a quarter of the strength it was trained at with
-    glance's alpha = 4 x rank. The tensors are kept as they are; the file is replaced atomically.
+    glance's alpha = 4 x rank. Only the safetensors header changes (no torch needed); the tensor
+    bytes are copied as they are and the file is replaced atomically.
     """
     import json
-
-    from peft import LoraConfig
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file, save
+    import struct
 
     from glance.files import write_atomic
 
+    raw = Path(weights).read_bytes()
     try:
-        with safe_open(weights, "pt") as handle:
-            metadata = dict(handle.metadata() or {})
-        tensors = load_file(weights)
-    except (OSError, SafetensorError) as exc:
+        (length,) = struct.unpack("<Q", raw[:8])
+        header = json.loads(raw[8 : 8 + length])
+        metadata = header.get("__metadata__") or {}
+    except (struct.error, ValueError, AttributeError) as exc:
         raise GlanceError(f"{weights} is not a readable safetensors file ({exc})") from None
     if "lora_adapter_metadata" in metadata:
         return False
-    modules = sorted({key.removeprefix("transformer.").rsplit(".lora_", 1)[0] for key in tensors})
-    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=modules).to_dict()
-    # The layout of diffusers' save_lora_weights: one JSON object, keys prefixed by the component.
-    packed = {f"transformer.{k}": sorted(v) if isinstance(v, set) else v for k, v in config.items()}
-    metadata["lora_adapter_metadata"] = json.dumps(packed, indent=2, sort_keys=True)
-    write_atomic(weights, save(tensors, metadata=metadata))
+    modules = sorted(
+        {key.removeprefix("transformer.").rsplit(".lora_", 1)[0] for key in header if key != "__metadata__"}
+    )
+    # The layout of diffusers' save_lora_weights: LoraConfig fields, prefixed by the component.
+    config = {"transformer.r": rank, "transformer.lora_alpha": alpha, "transformer.target_modules": modules}
+    header["__metadata__"] = {**metadata, "format": "pt", "lora_adapter_metadata": json.dumps(config, sort_keys=True)}
+    encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    encoded += b" " * (-len(encoded) % 8)  # keep the tensor data 8-byte aligned, as safetensors writes it
+    write_atomic(weights, struct.pack("<Q", len(encoded)) + encoded + raw[8 + length :])
     return True
 
 
