@@ -6,7 +6,9 @@ Everything glance knows about SimpleTuner 4.10.1's quirks lives here (../shared/
 - `max_train_steps` needs `num_train_epochs: 0`; the defaults for batch size, learning rate and
   caption dropout break a one-image run, so every value that matters is written out;
 - on a machine without CUDA, `Tensor.pin_memory()` in its collate step raises; a sitecustomize
-  shim (glance/_simpletuner_cpu/) makes it a no-op inside the child process only.
+  shim (glance/_simpletuner_cpu/) makes it a no-op inside the child process only;
+- its final LoRA file lacks the adapter config, so diffusers would load it at alpha = rank;
+  `add_adapter_metadata` writes it in.
 """
 
 from __future__ import annotations
@@ -115,10 +117,11 @@ def dump_json(data: dict | list) -> str:
     return json.dumps(data, indent=2) + "\n"
 
 
-def parser_check(config: TrainingConfig) -> None:
+def parser_check(config: TrainingConfig):
     """Run SimpleTuner's own argument parser over `config` (imports SimpleTuner: seconds).
 
-    Raises GlanceError with SimpleTuner's complaint when it would refuse the file.
+    Returns SimpleTuner's parsed namespace; raises GlanceError with its complaint when it would
+    refuse the file.
     """
     import contextlib
     import io
@@ -127,14 +130,20 @@ def parser_check(config: TrainingConfig) -> None:
     from simpletuner.helpers.configuration.cmd_args import parse_cmdline_args
 
     captured = io.StringIO()
+
+    def refusal(fallback: str) -> GlanceError:  # the last thing SimpleTuner printed says why
+        said = [line for line in captured.getvalue().splitlines() if line.strip()]
+        return GlanceError(f"SimpleTuner refuses the config: {said[-1] if said else fallback}")
+
     try:
         with contextlib.redirect_stderr(captured), contextlib.redirect_stdout(captured):
             parsed = parse_cmdline_args(input_args=mapping_to_cli_args(config.to_json()), exit_on_error=True)
-    except (ValueError, SystemExit) as exc:
-        detail = str(exc).strip() or captured.getvalue().strip().splitlines()[-1:]
-        raise GlanceError(f"SimpleTuner refuses the config: {detail}") from None
+    except ValueError as exc:  # SimpleTuner's own checks
+        raise GlanceError(f"SimpleTuner refuses the config: {exc}") from None
+    except SystemExit as exc:  # argparse
+        raise refusal(f"exit code {exc.code}") from None
     if parsed is None:
-        raise GlanceError(f"SimpleTuner refuses the config: {captured.getvalue().strip()[-300:]}")
+        raise refusal("no reason given")
     return parsed
 
 

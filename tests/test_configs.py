@@ -185,3 +185,12 @@ def test_schedule_command_prints_both_phases():
     assert result.exit_code == 0
     assert "979.1915" in result.output and "886.7053" in result.output
     assert "takes over at step 5" in result.output
+
+
+def test_simpletuners_parser_refusal_is_one_clear_error(workdir):
+    from glance.families import GlanceError
+
+    plan = plan_run(TrainSettings(device="cpu"))
+    bad = plan.configs["slow"].model_copy(update={"optimizer": "no-such-optimizer"})
+    with pytest.raises(GlanceError, match="SimpleTuner refuses the config: .*no-such-optimizer"):
+        parser_check(bad)
