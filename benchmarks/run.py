@@ -259,16 +259,16 @@ def bench_train(work: Path, repeats: int = 2) -> dict:
             separate_caches=True,
         )
         cwd = Path.cwd()
-        os.chdir(work)  # the configs hold paths relative to the folder SimpleTuner runs in
+        os.chdir(work)  # the settings' paths are relative to the work folder
         try:
             plan = plan_run(settings)
             write_configs(plan)
         finally:
             os.chdir(cwd)
         phases = {}
-        for phase in ("slow", "fast"):
+        for phase in ("slow", "fast"):  # in the run folder, as glance runs them (see RunPlan)
             command = phase_command(simpletuner, work / plan.config_paths[phase])
-            phases[phase] = _timed(command, work, phase_env(simpletuner, cuda=False, base=env))
+            phases[phase] = _timed(command, work / plan.output_dir, phase_env(simpletuner, cuda=False, base=env))
         return {"total": sum(phases.values()), **phases}
 
     runs: dict[str, list[dict]] = {"glance": [], "bare": []}

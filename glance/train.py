@@ -88,7 +88,12 @@ def cuda_available(device: Device) -> bool:
 
 @dataclass
 class RunPlan:
-    """Everything about a run that can be known before anything is written."""
+    """Everything about a run that can be known before anything is written.
+
+    SimpleTuner runs inside the run folder (the output dir), so the paths in its configs are
+    relative to it: it writes `debug.log` into its working folder (truncating any that is there)
+    and reads `config/config.env` from it, neither of which may touch the user's own folder.
+    """
 
     settings: TrainSettings
     family: Family
@@ -116,7 +121,7 @@ class RunPlan:
         return self.output_dir / MANIFEST_NAME
 
     def lora_dir(self, phase: PhaseName) -> Path:
-        return Path(self.configs[phase].output_dir)
+        return self.output_dir / self.configs[phase].output_dir
 
     def log_path(self, phase: PhaseName) -> Path:
         return self.output_dir / f"glance-{phase}.log"
@@ -144,6 +149,11 @@ def resolve_lists(settings: TrainSettings, family: Family) -> TimestepLists:
     return default_lists(family, model_schedule(settings.model, family), settings.resolution)
 
 
+def run_relative(path: Path, run_dir: Path) -> str:
+    """`path` as seen from the run folder, where SimpleTuner runs (see RunPlan)."""
+    return os.path.relpath(Path(path).resolve(), Path(run_dir).resolve())
+
+
 def plan_run(settings: TrainSettings) -> RunPlan:
     """Check the inputs and compose the three configs. Writes nothing."""
     family = resolve_family(settings.model, settings.family)
@@ -155,29 +165,29 @@ def plan_run(settings: TrainSettings) -> RunPlan:
     recipe = family.recipe
     steps = settings.steps or recipe.steps
     rank = settings.rank or recipe.rank
-    out, cfg_dir = settings.output_dir, settings.config_dir
+    cfg_dir = settings.config_dir
 
-    def dataloader(cache: Path) -> DataloaderConfig:
+    def dataloader(cache: str) -> DataloaderConfig:
         return DataloaderConfig(
             image=ImageDataset(
-                instance_data_dir=str(out / "dataset"),
+                instance_data_dir="dataset",
                 resolution=settings.resolution,
-                cache_dir_vae=str(cache / "vae"),
+                cache_dir_vae=f"{cache}/vae",
             ),
-            text_embeds=TextEmbedsDataset(cache_dir=str(cache / "text")),
+            text_embeds=TextEmbedsDataset(cache_dir=f"{cache}/text"),
         )
 
-    shared = (cfg_dir / "multidatabackend.json", dataloader(out / "cache"))
+    shared = (cfg_dir / "multidatabackend.json", dataloader("cache"))
     dataloaders: dict[PhaseName, tuple[Path, DataloaderConfig]] = {"slow": shared, "fast": shared}
     if settings.separate_caches:
-        dataloaders["fast"] = (cfg_dir / "multidatabackend-fast.json", dataloader(out / "cache" / "fast"))
+        dataloaders["fast"] = (cfg_dir / "multidatabackend-fast.json", dataloader("cache/fast"))
 
     configs = {
         phase: TrainingConfig(
             model_family=family.name,
             pretrained_model_name_or_path=model,
-            data_backend_config=str(dataloaders[phase][0]),
-            output_dir=str(out / f"glance-{phase}"),
+            data_backend_config=run_relative(dataloaders[phase][0], settings.output_dir),
+            output_dir=f"glance-{phase}",
             resolution=settings.resolution,
             max_train_steps=steps,
             learning_rate=settings.learning_rate or recipe.learning_rate,
@@ -238,7 +248,12 @@ def simpletuner_command_lines(plan: RunPlan) -> list[str]:
     if not plan.cuda:
         env["PYTHONPATH"] = str(CPU_SHIM_DIR)  # the pin_memory shim, see glance/simpletuner.py
     prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-    return [f"{prefix} simpletuner train --env {shlex.quote(str(plan.config_paths[p]))}" for p in PHASES]
+    run_dir = shlex.quote(str(plan.output_dir))
+    return [
+        f"(cd {run_dir} && {prefix} simpletuner train --env "
+        f"{shlex.quote(run_relative(plan.config_paths[p], plan.output_dir))})"
+        for p in PHASES
+    ]
 
 
 # --- running the phases ---------------------------------------------------------------------
@@ -256,6 +271,7 @@ class PhaseLaunch:
     config_path: Path
     command: list[str]
     env: dict[str, str]
+    cwd: Path  # the run folder
 
     def env_changes(self, base: dict[str, str] | None = None) -> dict[str, str | None]:
         """The variables glance sets (value) or removes (None) relative to `base`."""
@@ -278,9 +294,8 @@ def phase_launches(plan: RunPlan, *, parallel: bool = False, num_processes: int 
         if parallel:  # disjoint GPU sets: slow on the first num_processes GPUs, fast on the next
             gpus = ",".join(str(g) for g in range(index * num_processes, (index + 1) * num_processes))
         env = phase_env(simpletuner, cuda=plan.cuda, gpus=gpus, accelerate_config=accelerate)
-        launches.append(
-            PhaseLaunch(phase, plan.config_paths[phase], phase_command(simpletuner, plan.config_paths[phase]), env)
-        )
+        command = phase_command(simpletuner, plan.config_paths[phase])
+        launches.append(PhaseLaunch(phase, plan.config_paths[phase], command, env, plan.output_dir))
     return launches
 
 
@@ -363,9 +378,7 @@ class Reporter:
 class PhaseRun:
     """A running phase: the child, a thread copying its output to the log and the reporter."""
 
-    def __init__(
-        self, launch: PhaseLaunch, log_path: Path, total_steps: int, reporter: Reporter, cwd: Path | None = None
-    ):
+    def __init__(self, launch: PhaseLaunch, log_path: Path, total_steps: int, reporter: Reporter):
         self.launch = launch
         self.log_path = log_path
         self.progress = PhaseProgress(launch.phase, total_steps)
@@ -378,7 +391,7 @@ class PhaseRun:
             self.process = subprocess.Popen(
                 launch.command,
                 env=launch.env,
-                cwd=cwd,
+                cwd=launch.cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -580,6 +593,7 @@ def describe_launches(plan: RunPlan, launches: list[PhaseLaunch], emit: Callable
         emit(f"  {path}")
     for launch in launches:
         emit(f"{launch.phase} phase:")
+        emit(f"  in: {launch.cwd}")
         emit(f"  command: {shlex.join(launch.command)}")
         for name, value in sorted(launch.env_changes().items()):
             emit(f"  env: {name}={shlex.quote(value)}" if value is not None else f"  env: unset {name}")

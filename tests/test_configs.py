@@ -68,17 +68,19 @@ def test_configs_writes_three_files_and_stages_the_pair(workdir):
     image = images[0]
     assert image["type"] == "local" and image["caption_strategy"] == "textfile" and image["id"]
     assert embeds[0]["default"] is True and embeds[0]["id"] != image["id"]
+    # SimpleTuner runs in the run folder (output/): the configs' paths are relative to it.
     # The dataset folder holds exactly the staged pair, a copy of the user's.
-    staged = Path(image["instance_data_dir"])
+    staged = workdir / "output" / image["instance_data_dir"]
     assert sorted(p.name for p in staged.iterdir()) == ["glance.png", "glance.txt"]
     assert (staged / "glance.png").read_bytes() == (workdir / "data/glance.png").read_bytes()
     slow = json.loads((workdir / "config/glance-slow.json").read_text())
     fast = json.loads((workdir / "config/glance-fast.json").read_text())
     # Both phases read the one dataloader file, so they share its VAE and text caches.
-    assert slow["data_backend_config"] == fast["data_backend_config"] == "config/multidatabackend.json"
+    assert slow["data_backend_config"] == fast["data_backend_config"] == "../config/multidatabackend.json"
+    assert (slow["output_dir"], fast["output_dir"]) == ("glance-slow", "glance-fast")
     assert slow["mixed_precision"] == "no" and slow["optimizer"] == "torch-adamw"
     assert isinstance(slow["flow_custom_timesteps"], str)
-    assert "simpletuner train --env config/glance-slow.json" in result.output
+    assert "(cd output && " in result.output and "simpletuner train --env ../config/glance-slow.json)" in result.output
     assert "_simpletuner_cpu" in result.output  # the CPU shim, as glance train uses it
 
 

@@ -48,6 +48,11 @@ def test_real_run_trains_both_phases(trained_run):
     # SimpleTuner ran with the lists glance wrote.
     used = json.loads((run.output / "glance-fast" / "simpletuner_config.json").read_text())
     assert used["flow_custom_timesteps"] == ",".join(repr(t) for t in run.plan.lists.fast)
+    # SimpleTuner ran in the run folder: its debug.log is there, the user's own is untouched.
+    from support.training import USER_DEBUG_LOG
+
+    assert (run.root / "debug.log").read_text() == USER_DEBUG_LOG
+    assert "[RANK 0]" in (run.output / "debug.log").read_text()
     # The user's folder is byte-for-byte what it was.
     assert {p.name: p.read_bytes() for p in run.data.iterdir()} == run.data_before
 
@@ -126,7 +131,8 @@ def test_stand_in_success_records_both_phases(fake, monkeypatch):
     monkeypatch.setenv("FAKE_SIMPLETUNER_MODE", "ok")
     result = run_cli(*TRAIN)
     assert result.exit_code == 0, result.output
-    assert [c["output_dir"] for c in calls(fake)] == ["output/glance-slow", "output/glance-fast"]
+    assert [c["output_dir"] for c in calls(fake)] == ["glance-slow", "glance-fast"]
+    assert all(c["cwd"] == str(fake / "output") for c in calls(fake))  # SimpleTuner runs in the run folder
     assert calls(fake)[0]["argv"][:2] == ["train", "--env"]
     assert load_manifest(fake / "output/glance.json").complete
     assert "step_loss=0.1667" in (fake / "output/glance-slow.log").read_text()
@@ -142,7 +148,7 @@ def test_crash_in_slow_phase_stops_the_run(fake, monkeypatch):
     monkeypatch.setenv("FAKE_SIMPLETUNER_MODE", "crash")
     result = run_cli(*TRAIN)
     assert result.exit_code == 1
-    assert [c["output_dir"] for c in calls(fake)] == ["output/glance-slow"]  # fast never started
+    assert [c["output_dir"] for c in calls(fake)] == ["glance-slow"]  # fast never started
     assert "the slow phase failed (exit code 1)" in result.stderr
     assert "output/glance-slow.log" in result.stderr
     assert "CUDA out of memory (pretend)" in result.stderr  # the log's last lines

@@ -20,7 +20,8 @@ mode = os.environ.get("FAKE_SIMPLETUNER_MODE", "ok")
 config_path = Path(sys.argv[sys.argv.index("--env") + 1])
 config = json.loads(config_path.read_text())
 with open(os.environ["FAKE_SIMPLETUNER_CALLS"], "a") as calls:
-    calls.write(json.dumps({"argv": sys.argv[1:], "output_dir": config["output_dir"], "mode": mode}) + "\n")
+    record = {"argv": sys.argv[1:], "output_dir": config["output_dir"], "cwd": os.getcwd(), "mode": mode}
+    calls.write(json.dumps(record) + "\n")
 
 total = config["max_train_steps"]
 print("Using environment:", config_path, flush=True)

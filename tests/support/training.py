@@ -14,6 +14,7 @@ import pytest
 from glance.demo import DEMO_RESOLUTION
 from glance.train import RunPlan, TrainSettings, plan_run
 
+USER_DEBUG_LOG = "the user's own debug.log, not SimpleTuner's\n"
 STEPS = 4  # fewer than the demo's default: enough to move the LoRAs, start-up dominates anyway
 
 
@@ -69,6 +70,8 @@ def trained_run(tmp_path_factory) -> TrainedRun:
     # The demo writes this same pair itself; writing it first lets the tests prove it stays untouched.
     write_sample_pair(root / "data", size=DEMO_RESOLUTION)
     data_before = {p.name: p.read_bytes() for p in (root / "data").iterdir()}
+    # SimpleTuner truncates ./debug.log at start-up: glance must run it where that harms nobody.
+    (root / "debug.log").write_text(USER_DEBUG_LOG)
     demo = run_glance("demo", "--workdir", str(root), "--steps", str(STEPS), cwd=root)
     assert demo.returncode == 0, f"glance demo failed:\n{demo.stdout}\n{demo.stderr}"
     model = root / "tiny-flux"
