@@ -44,7 +44,7 @@ def check_writable_dir(directory: Path) -> None:
         raise GlanceError(f"cannot write into {directory}: permission denied")
 
 
-def refuse_overwrite(path: Path, new: bytes | str, force: bool) -> bool:
+def needs_writing(path: Path, new: bytes | str, force: bool) -> bool:
     """True when `path` must be (re)written; raises when it holds something else and not `force`.
 
     An existing file with exactly the new content is left alone, so re-running is harmless.

@@ -78,6 +78,7 @@ def stage_pair(pair: ImagePair, dataset_dir: Path) -> bool:
         and staged_caption.is_file()
         and staged_image.read_bytes() == image_bytes
         and staged_caption.read_bytes() == caption_bytes
+        # nothing else but SimpleTuner's own aspect-bucket .json files
         and sorted(p.name for p in dataset_dir.iterdir() if p.suffix.lower() != ".json")
         == sorted([staged_image.name, staged_caption.name])
     ):

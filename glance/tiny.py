@@ -27,7 +27,7 @@ from pathlib import Path
 
 from glance import __version__
 from glance.families import GlanceError, get_family
-from glance.files import refuse_overwrite, write_atomic
+from glance.files import needs_writing, write_atomic
 
 SCALES = ("tiny", "bench")
 STAMP_NAME = "glance-tiny.json"  # written last: a folder without it is not a finished build
@@ -104,7 +104,7 @@ def write_sample_pair(folder: Path, size: int = 128) -> Path:
     caption_path = folder / "glance.txt"
     caption = "a red circle and a blue square on a warm gradient\n"
     for target, payload in ((image_path, buffer.getvalue()), (caption_path, caption)):
-        if refuse_overwrite(target, payload, force=False):
+        if needs_writing(target, payload, force=False):
             write_atomic(target, payload)
     return image_path
 

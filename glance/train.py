@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from glance import __version__
 from glance.families import DEFAULT_MODEL, Family, GlanceError, is_local_model, model_schedule, resolve_family
-from glance.files import check_writable_dir, refuse_overwrite, write_atomic
+from glance.files import check_writable_dir, needs_writing, write_atomic
 from glance.manifest import (
     MANIFEST_NAME,
     PHASES,
@@ -215,7 +215,7 @@ def write_configs(plan: RunPlan, *, force: bool = False) -> list[Path]:
     check_writable_dir(plan.settings.config_dir)
     check_writable_dir(plan.output_dir)
     files = plan.files()
-    to_write = {path: text for path, text in files.items() if refuse_overwrite(path, text, force)}
+    to_write = {path: text for path, text in files.items() if needs_writing(path, text, force)}
     _reset_stale_caches(plan)
     stage_pair(plan.pair, plan.dataset_dir)
     for path, text in to_write.items():
