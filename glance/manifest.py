@@ -1,7 +1,7 @@
 """The run manifest: what `glance train` did, and what `glance infer` needs to sample it back.
 
-Written to `<output-dir>/glance.json` after each finished phase. Paths inside are relative to the
-manifest's folder, so an output folder can be moved or copied as a whole.
+Written to `<output-dir>/glance.json` after each finished phase. LoRA folders are recorded relative
+to the manifest's folder, so an output folder can be moved or copied as a whole.
 """
 
 from __future__ import annotations
@@ -49,6 +49,9 @@ class RunManifest(BaseModel):
     learning_rate: float
     versions: dict[str, str] = Field(default_factory=dict)
     phases: dict[PhaseName, PhaseRecord] = Field(default_factory=dict)
+    # The config files this run wrote (absolute path -> sha256): while they still hold exactly that,
+    # they are glance's to replace when an option changes; a file edited since needs --force.
+    written_configs: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check(self) -> RunManifest:

@@ -207,15 +207,18 @@ def plan_run(settings: TrainSettings) -> RunPlan:
     return RunPlan(settings, family, pair, lists, cuda, dataloaders, configs, config_paths)
 
 
-def write_configs(plan: RunPlan, *, force: bool = False) -> list[Path]:
+def write_configs(plan: RunPlan, *, force: bool = False, replaceable: frozenset[Path] = frozenset()) -> list[Path]:
     """Stage the pair and write the JSON files; returns the files written or already up to date.
 
-    Nothing is written when any existing file differs and `force` is off.
+    Nothing is written when any existing file differs, unless `force` is on or the file is in
+    `replaceable` (absolute paths of files an earlier run wrote and nobody changed since).
     """
     check_writable_dir(plan.settings.config_dir)
     check_writable_dir(plan.output_dir)
     files = plan.files()
-    to_write = {path: text for path, text in files.items() if needs_writing(path, text, force)}
+    to_write = {
+        path: text for path, text in files.items() if needs_writing(path, text, force or path.resolve() in replaceable)
+    }
     _reset_stale_caches(plan)
     stage_pair(plan.pair, plan.dataset_dir)
     for path, text in to_write.items():
@@ -465,6 +468,21 @@ def _phase_result(run: PhaseRun, code: int, lora_dir: Path) -> None:
         )
 
 
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _unchanged_since(manifest: RunManifest | None) -> frozenset[Path]:
+    """The config files `manifest`'s run wrote that still hold exactly what it wrote."""
+    if manifest is None:
+        return frozenset()
+    return frozenset(
+        Path(path)
+        for path, digest in manifest.written_configs.items()
+        if Path(path).is_file() and _sha256(Path(path).read_bytes()) == digest
+    )
+
+
 def _fresh_manifest(plan: RunPlan, previous: RunManifest | None) -> RunManifest:
     s, cfg = plan.settings, plan.configs["slow"]
     manifest = RunManifest(
@@ -513,13 +531,14 @@ def train(
     """Run the phases that need it and return the manifest (also saved to plan.manifest_path)."""
     reporter = reporter or Reporter()
     launches = {launch.phase: launch for launch in phase_launches(plan, parallel=parallel, num_processes=num_processes)}
-    write_configs(plan, force=force)
+    previous = load_manifest(plan.manifest_path) if plan.manifest_path.is_file() else None
+    written = write_configs(plan, force=force, replaceable=_unchanged_since(previous))
     accelerate = accelerate_config_path(plan, num_processes)
     if accelerate is not None:
         write_atomic(accelerate, accelerate_config_yaml(num_processes, plan.configs["slow"].mixed_precision))
 
-    previous = load_manifest(plan.manifest_path) if plan.manifest_path.is_file() else None
     manifest = _fresh_manifest(plan, previous)
+    manifest.written_configs = {str(path.resolve()): _sha256(path.read_bytes()) for path in written}
     todo = phases_to_run(plan, manifest, force=force, only=only)
     for phase in PHASES:
         if phase not in todo and (only is None or only == phase):

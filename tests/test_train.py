@@ -217,15 +217,34 @@ def test_missing_simpletuner_names_the_install_command(fake, monkeypatch):
     assert not (fake / "output").exists()
 
 
-def test_changed_config_retrains_and_clears_stale_checkpoints(fake, monkeypatch):
+def test_changed_option_retrains_only_the_phase_it_changes(fake, monkeypatch):
     monkeypatch.setenv("FAKE_SIMPLETUNER_MODE", "ok")
     assert run_cli(*TRAIN).exit_code == 0
-    stale = fake / "output/glance-slow/checkpoint-2"
+    slow_list = json.loads((fake / "config/glance-slow.json").read_text())["flow_custom_timesteps"]
+    stale = fake / "output/glance-fast/checkpoint-2"
     stale.mkdir()
-    assert run_cli(*TRAIN, "--learning-rate", "0.001").exit_code == 1  # configs changed: needs --force
+    # The configs glance wrote itself are glance's to replace; only the fast phase's inputs changed.
+    result = run_cli(*TRAIN, "--slow-timesteps", slow_list, "--fast-timesteps", "900,500,100")
+    assert result.exit_code == 0, result.output
+    assert "slow: up to date" in result.stderr
+    assert [c["output_dir"] for c in calls(fake)] == ["glance-slow", "glance-fast", "glance-fast"]
+    assert not stale.exists()  # retrained from an empty folder, never resumed
+    fast = json.loads((fake / "config/glance-fast.json").read_text())
+    assert fast["flow_custom_timesteps"] == "900.0,500.0,100.0"
+    assert load_manifest(fake / "output/glance.json").fast_timesteps == [900.0, 500.0, 100.0]
+
+
+def test_hand_edited_config_needs_force(fake, monkeypatch):
+    monkeypatch.setenv("FAKE_SIMPLETUNER_MODE", "ok")
+    assert run_cli(*TRAIN).exit_code == 0
+    edited = fake / "config/glance-slow.json"
+    edited.write_text(edited.read_text().replace('"seed": 0', '"seed": 7'))
+    result = run_cli(*TRAIN, "--learning-rate", "0.001")
+    assert result.exit_code == 1 and "config/glance-slow.json exists and differs" in result.stderr
+    assert '"seed": 7' in edited.read_text() and len(calls(fake)) == 2
     result = run_cli(*TRAIN, "--learning-rate", "0.001", "--force")
     assert result.exit_code == 0, result.output
-    assert len(calls(fake)) == 4 and not stale.exists()
+    assert len(calls(fake)) == 4 and '"seed": 0' in edited.read_text()
 
 
 def test_changed_image_retrains_without_force(fake, monkeypatch):
