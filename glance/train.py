@@ -320,6 +320,7 @@ class PhaseProgress:
     step: int = 0
     loss: float | None = None
     started: float = field(default_factory=time.monotonic)
+    started_steps: bool = False  # SimpleTuner has shown its step bar
 
     def update(self, line: str) -> bool:
         """Read one line of SimpleTuner's output; True when it moved the progress."""
@@ -327,6 +328,7 @@ class PhaseProgress:
         if step is None or int(step.group(2)) != self.total:
             return False
         self.step = int(step.group(1))
+        self.started_steps = True
         if loss is not None:
             self.loss = float(loss.group(1))
         return True
@@ -334,7 +336,10 @@ class PhaseProgress:
     def render(self) -> str:
         elapsed = int(time.monotonic() - self.started)
         loss = f"  loss {self.loss:.4f}" if self.loss is not None else ""
-        return f"{self.phase}: step {self.step}/{self.total}{loss}  {elapsed // 60}:{elapsed % 60:02d}"
+        clock = f"{elapsed // 60}:{elapsed % 60:02d}"
+        if not self.started_steps:
+            return f"{self.phase}: starting SimpleTuner (loading the model, caching)  {clock}"
+        return f"{self.phase}: step {self.step}/{self.total}{loss}  {clock}"
 
 
 class Reporter:
@@ -423,7 +428,8 @@ class PhaseRun:
         self._log.write(line + "\n")
         self.tail.append(line)
         self.reporter.raw(self.launch.phase, line)
-        if self.progress.update(line):
+        # Before the step bar appears, every log line refreshes the live line's clock.
+        if self.progress.update(line) or not self.progress.started_steps:
             self.reporter.progress(self.progress)
 
     def poll(self) -> int | None:
