@@ -317,6 +317,7 @@ def test_progress_reads_simpletuner_lines():
     from glance.train import PhaseProgress
 
     progress = PhaseProgress("slow", total=4)
+    assert "starting SimpleTuner" in progress.render()  # before the step bar: start-up takes most of a tiny run
     moved = [progress.update(line) for line in SIMPLETUNER_LINES]
     assert moved == [True, True, False, True]  # another bar with another total is not the phase
     assert (progress.step, progress.loss) == (4, 4.57)
