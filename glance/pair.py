@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from glance.families import GlanceError
@@ -21,8 +22,9 @@ class ImagePair:
     width: int
     height: int
 
+    @cached_property
     def fingerprint(self) -> str:
-        """Hash of the image bytes and the caption: what the caches depend on."""
+        """Hash of the image bytes and the caption: what the caches and the LoRAs depend on."""
         digest = hashlib.sha256(self.image.read_bytes())
         digest.update(b"\0" + self.caption.encode("utf-8"))
         return digest.hexdigest()

@@ -134,10 +134,10 @@ class RunPlan:
 
     def inputs_sha256(self, phase: PhaseName) -> str:
         """What a phase's weights depend on: its config, its dataloader, and the pair's content."""
-        loader_path, loader = self.dataloaders[phase]
+        _, loader = self.dataloaders[phase]
         digest = hashlib.sha256(dump_json(self.configs[phase].to_json()).encode())
         digest.update(dump_json(loader.to_json()).encode())
-        digest.update(self.pair.fingerprint().encode())
+        digest.update(self.pair.fingerprint.encode())
         return digest.hexdigest()
 
 
@@ -231,7 +231,7 @@ def _reset_stale_caches(plan: RunPlan) -> None:
     stamp = plan.cache_dir / "glance-cache.json"
     key = dump_json(
         {
-            "pair": plan.pair.fingerprint(),
+            "pair": plan.pair.fingerprint,
             "model": plan.configs["slow"].pretrained_model_name_or_path,
             "resolution": plan.settings.resolution,
         }
@@ -505,21 +505,20 @@ def _fresh_manifest(plan: RunPlan, previous: RunManifest | None) -> RunManifest:
         learning_rate=cfg.learning_rate,
         versions=package_versions(),
     )
-    if previous is not None:
-        manifest.phases = dict(previous.phases)
+    if previous is not None:  # a finished phase stays finished only while its inputs are the same
+        manifest.phases = {
+            phase: record
+            for phase, record in previous.phases.items()
+            if record.inputs_sha256 == plan.inputs_sha256(phase)
+        }
     return manifest
 
 
 def phases_to_run(plan: RunPlan, manifest: RunManifest, *, force: bool, only: PhaseName | None) -> list[PhaseName]:
-    """The phases whose weights are missing or were made from other inputs (all with `force`)."""
+    """The phases not finished for these inputs, or whose weights are gone (all of them with `force`)."""
     todo = []
     for phase in PHASES if only is None else (only,):
-        record = manifest.phases.get(phase)
-        done = (
-            record is not None
-            and record.inputs_sha256 == plan.inputs_sha256(phase)
-            and (plan.lora_dir(phase) / WEIGHTS_NAME).is_file()
-        )
+        done = phase in manifest.phases and (plan.lora_dir(phase) / WEIGHTS_NAME).is_file()
         if force or not done:
             todo.append(phase)
     return todo

@@ -234,6 +234,17 @@ def test_changed_option_retrains_only_the_phase_it_changes(fake, monkeypatch):
     assert load_manifest(fake / "output/glance.json").fast_timesteps == [900.0, 500.0, 100.0]
 
 
+def test_only_one_phase_leaves_the_other_unfinished_when_its_inputs_changed(fake, monkeypatch):
+    monkeypatch.setenv("FAKE_SIMPLETUNER_MODE", "ok")
+    assert run_cli(*TRAIN).exit_code == 0
+    result = run_cli(*TRAIN, "--slow-timesteps", "1000,950", "--fast-timesteps", "900,100", "--only", "fast")
+    assert result.exit_code == 0, result.output
+    manifest = load_manifest(fake / "output/glance.json")
+    # The old slow LoRA was trained on another list: it must not be sampled with the new one.
+    assert set(manifest.phases) == {"fast"} and not manifest.complete
+    assert "phases done: fast" in result.stdout
+
+
 def test_hand_edited_config_needs_force(fake, monkeypatch):
     monkeypatch.setenv("FAKE_SIMPLETUNER_MODE", "ok")
     assert run_cli(*TRAIN).exit_code == 0
