@@ -42,7 +42,7 @@ def cli_errors(command):
 FamilyName = Enum("FamilyName", {name: name for name in FAMILIES}, type=str)
 
 
-class DeviceName(StrEnum):
+class TrainDevice(StrEnum):  # where SimpleTuner trains (infer has its own, with mps)
     auto = "auto"
     cuda = "cuda"
     cpu = "cpu"

@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from glance.cli._common import (
-    DeviceName,
     FamilyOpt,
     FastTimestepsOpt,
     ForceOpt,
@@ -16,6 +15,7 @@ from glance.cli._common import (
     OutputDirOpt,
     ResolutionOpt,
     SlowTimestepsOpt,
+    TrainDevice,
     cli_errors,
     examples,
 )
@@ -30,7 +30,7 @@ StepsOpt = Annotated[int | None, typer.Option(min=1, help="Training steps per ph
 RankOpt = Annotated[int | None, typer.Option(min=1, help="LoRA rank (alpha = 4 x rank). [default: per family]")]
 LearningRateOpt = Annotated[float | None, typer.Option(min=0, help="Constant learning rate. [default: per family]")]
 DeviceOpt = Annotated[
-    DeviceName, typer.Option(help="Where SimpleTuner trains; cpu gets mixed_precision 'no' and fp32 AdamW.")
+    TrainDevice, typer.Option(help="Where SimpleTuner trains; cpu gets mixed_precision 'no' and fp32 AdamW.")
 ]
 SeedOpt = Annotated[int, typer.Option(help="Training seed.")]
 
@@ -48,7 +48,7 @@ def settings_from_options(
     fast_timesteps: str | None,
     output_dir: Path,
     config_dir: Path,
-    device: DeviceName,
+    device: TrainDevice,
     seed: int,
     separate_caches: bool = False,
 ):
@@ -92,7 +92,7 @@ def configs_command(
     slow_timesteps: SlowTimestepsOpt = None,
     fast_timesteps: FastTimestepsOpt = None,
     output_dir: OutputDirOpt = Path("output"),
-    device: DeviceOpt = DeviceName.auto,
+    device: DeviceOpt = TrainDevice.auto,
     seed: SeedOpt = 0,
     check: Annotated[bool, typer.Option("--check", help="Also run SimpleTuner's own parser over both files.")] = False,
     force: ForceOpt = False,

@@ -10,13 +10,13 @@ from typing import Annotated
 import typer
 
 from glance.cli._common import (
-    DeviceName,
     FamilyOpt,
     FastTimestepsOpt,
     ModelOpt,
     OutputDirOpt,
     ResolutionOpt,
     SlowTimestepsOpt,
+    TrainDevice,
     cli_errors,
     examples,
 )
@@ -58,7 +58,7 @@ def train_command(
     fast_timesteps: FastTimestepsOpt = None,
     output_dir: OutputDirOpt = Path("output"),
     config_dir: ConfigDirOpt = Path("config"),
-    device: DeviceOpt = DeviceName.auto,
+    device: DeviceOpt = TrainDevice.auto,
     seed: SeedOpt = 0,
     only: Annotated[Phase | None, typer.Option(help="Run one phase only.")] = None,
     force: Annotated[
