@@ -134,7 +134,8 @@ def is_local_model(model: str) -> bool:
     return Path(model).expanduser().is_dir()
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
+    """A JSON file glance reads (a model's or SimpleTuner's config); a fault is one clear line."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -147,7 +148,7 @@ def resolve_family(model: str, family: str | None) -> Family:
     if is_local_model(model):
         index = Path(model).expanduser() / "model_index.json"
         if index.is_file():
-            detected = _PIPELINE_TO_FAMILY.get(_read_json(index).get("_class_name"))
+            detected = _PIPELINE_TO_FAMILY.get(read_json(index).get("_class_name"))
     else:
         detected = next((f.name for f in FAMILIES.values() if model in f.hub_ids), None)
     if family is not None:
@@ -179,11 +180,11 @@ def model_schedule(model: str, family: Family) -> ModelSchedule:
         return ModelSchedule(family.scheduler, vae_scale_factor=8)
     root = Path(model).expanduser()
     sched_path = root / "scheduler" / "scheduler_config.json"
-    scheduler = SchedulerSettings.from_config(_read_json(sched_path)) if sched_path.is_file() else family.scheduler
+    scheduler = SchedulerSettings.from_config(read_json(sched_path)) if sched_path.is_file() else family.scheduler
     vae_path = root / "vae" / "config.json"
     vae_scale = 8
     if vae_path.is_file():
-        vae = _read_json(vae_path)
+        vae = read_json(vae_path)
         # The same rules the pipelines use to derive their vae_scale_factor.
         if "temperal_downsample" in vae:  # AutoencoderKLQwenImage
             vae_scale = 2 ** len(vae["temperal_downsample"])

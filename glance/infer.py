@@ -23,7 +23,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from glance import __version__
-from glance.families import Family, GlanceError, resolve_family
+from glance.families import Family, GlanceError, read_json, resolve_family
 from glance.files import check_writable_dir, write_atomic
 from glance.manifest import MANIFEST_NAME, WEIGHTS_NAME, load_manifest
 from glance.schedule import TimestepLists, switch_step
@@ -399,10 +399,7 @@ def _training_alpha(path: Path, rank: int) -> tuple[float | None, str]:
     config_path = path.parent / SIMPLETUNER_CONFIG_NAME
     if not config_path.is_file():
         return None, "none: alpha = rank assumed"
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise GlanceError(f"cannot read {config_path}: {exc}") from None
+    config = read_json(config_path)
     trained_rank = config.get("lora_rank")
     if trained_rank is not None and trained_rank != rank:
         raise GlanceError(f"{config_path} says lora_rank {trained_rank}, but {path} has rank {rank}")

@@ -271,7 +271,6 @@ class PhaseLaunch:
     """One phase's child process, exactly as it will be started."""
 
     phase: PhaseName
-    config_path: Path
     command: list[str]
     env: dict[str, str]
     cwd: Path  # the run folder
@@ -298,7 +297,7 @@ def phase_launches(plan: RunPlan, *, parallel: bool = False, num_processes: int 
             gpus = ",".join(str(g) for g in range(index * num_processes, (index + 1) * num_processes))
         env = phase_env(simpletuner, cuda=plan.cuda, gpus=gpus, accelerate_config=accelerate)
         command = phase_command(simpletuner, plan.config_paths[phase])
-        launches.append(PhaseLaunch(phase, plan.config_paths[phase], command, env, plan.output_dir))
+        launches.append(PhaseLaunch(phase, command, env, plan.output_dir))
     return launches
 
 
