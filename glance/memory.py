@@ -558,12 +558,13 @@ class SamplingPlan(BaseModel):
     text_encoder_quantize: Quantization = "none"
     cpu_offload: bool = False
     large_text_encoder: str | None = None
+    cuda: bool = True
     estimate_gib: float | None = None
     gpu: GpuInfo | None = None
     fits: bool | None = None
 
     def label(self) -> str:
-        text = {"none": "bf16"}.get(self.quantize, self.quantize)
+        text = {"none": "bf16" if self.cuda else "no quantization"}.get(self.quantize, self.quantize)
         if self.text_encoder_quantize != "none":
             text += f" (and the {self.text_encoder_quantize} {self.large_text_encoder})"
         return text + (" + model CPU offload" if self.cpu_offload else "")
@@ -611,6 +612,7 @@ def plan_sampling(
             text_encoder_quantize="none" if chosen == "none" else _text_quantize_for(chosen),
             cpu_offload=cpu_offload,
             large_text_encoder=large,
+            cuda=False,
         )
     sizes = sizes_of() if callable(sizes_of) else sizes_of
     gpu = gpu_for_plan(gpu_memory)
