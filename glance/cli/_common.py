@@ -95,7 +95,7 @@ GradientCheckpointingOpt = Annotated[
     bool | None,
     typer.Option(
         "--gradient-checkpointing/--no-gradient-checkpointing",
-        help="Recompute activations in the backward pass (less memory, ~20 % slower). [default: as the plan says]",
+        help="Recompute activations in the backward pass: less memory, slower steps. [default: as the plan says]",
         show_default=False,
     ),
 ]
