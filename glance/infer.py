@@ -11,6 +11,7 @@ torch, diffusers and PIL are imported inside the functions, so importing this mo
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import re
@@ -26,6 +27,16 @@ from glance import __version__
 from glance.families import Family, GlanceError, read_json, resolve_family
 from glance.files import check_writable_dir, write_atomic
 from glance.manifest import MANIFEST_NAME, WEIGHTS_NAME, load_manifest
+from glance.memory import (
+    QuantizeChoice,
+    SamplingPlan,
+    is_out_of_memory,
+    is_quantized,
+    model_sizes,
+    pipeline_quantization_config,
+    plan_sampling,
+    sampling_oom_message,
+)
 from glance.schedule import TimestepLists, switch_step
 
 ADAPTERS = ("slow", "fast")
@@ -59,6 +70,8 @@ class InferOptions(BaseModel):
     device: DeviceChoice = "auto"
     dtype: DtypeChoice = "auto"
     cpu_offload: bool = False
+    quantize: QuantizeChoice = "auto"  # the memory plan (glance/memory.py): auto fits the GPU it runs on
+    gpu_memory: float | None = Field(None, gt=0)  # GiB to plan for instead of nvidia-smi's figure
     base_steps: int | None = Field(None, ge=1)  # also render the base model, without LoRAs, at its N-step schedule
     force: bool = False
 
@@ -131,6 +144,36 @@ def base_image_path(out: Path, steps: int) -> Path:
     return out.with_name(f"{out.stem}-base{steps}{out.suffix}")
 
 
+def sampling_plan(options: InferOptions, family: Family, device: str) -> SamplingPlan:
+    """The memory plan for this run on `device`: quantization and offload (glance/memory.py)."""
+    return plan_sampling(
+        lambda: model_sizes(options.model, family),
+        device=device,
+        width=options.width,
+        height=options.height,
+        quantize=options.quantize,
+        cpu_offload=options.cpu_offload,
+        gpu_memory=options.gpu_memory,
+    )
+
+
+def _out_of_memory_advice(run):
+    """A CUDA out-of-memory error while sampling ends as one line naming the next lighter plan."""
+
+    @functools.wraps(run)
+    def wrapper(options: InferOptions):
+        try:
+            return run(options)
+        except Exception as exc:
+            if not is_out_of_memory(f"{type(exc).__name__}: {exc}"):
+                raise
+            family = resolve_family(options.model, options.family)
+            raise GlanceError(sampling_oom_message(sampling_plan(options, family, "cuda"))) from None
+
+    return wrapper
+
+
+@_out_of_memory_advice
 def run_infer(options: InferOptions) -> InferResult:
     """Sample the slow and fast LoRAs in one pipeline call and write the PNG (and the base image)."""
     import torch
@@ -145,12 +188,13 @@ def run_infer(options: InferOptions) -> InferResult:
     dtype = _resolve_dtype(options.dtype, device)
     if options.cpu_offload and device == "cpu":
         raise GlanceError("--cpu-offload needs a cuda or mps device")
+    memory = sampling_plan(options, family, device)
 
     started = time.perf_counter()
-    pipe = _load_pipeline(options.model, family, getattr(torch, dtype))
+    pipe = _load_pipeline(options.model, family, getattr(torch, dtype), memory)
     for lora in loras.values():
         lora.check_fits(pipe.transformer, options.model)
-    if options.cpu_offload:
+    if memory.cpu_offload:
         pipe.enable_model_cpu_offload(device=device)
     else:
         pipe.to(device)
@@ -172,6 +216,8 @@ def run_infer(options: InferOptions) -> InferResult:
         "true_cfg": call_kwargs.get("true_cfg_scale"),
         "device": device,
         "dtype": dtype,
+        "quantize": memory.quantize,
+        "memory_plan": memory.describe(),
     }
 
     # The base model renders first, before any LoRA layer exists, with the pipeline's own scheduler.
@@ -320,9 +366,18 @@ class _LoraFile:
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
-                pipe.load_lora_weights(
-                    str(self.folder), weight_name=WEIGHTS_NAME, adapter_name=adapter_name, use_safetensors=True
-                )
+                if is_quantized(pipe.transformer):  # diffusers' FLUX loader cannot read a quanto model's state dict
+                    pipe.transformer.load_lora_adapter(
+                        str(self.folder),
+                        weight_name=WEIGHTS_NAME,
+                        adapter_name=adapter_name,
+                        prefix="transformer",
+                        use_safetensors=True,
+                    )
+                else:
+                    pipe.load_lora_weights(
+                        str(self.folder), weight_name=WEIGHTS_NAME, adapter_name=adapter_name, use_safetensors=True
+                    )
         finally:
             diffusers_logging.set_verbosity(verbosity)
         for module_name, pair in self.weights.items():
@@ -439,12 +494,19 @@ def _resolve_dtype(choice: str, device: str) -> str:
     return "float32" if device == "cpu" else "bfloat16"
 
 
-def _load_pipeline(model: str, family: Family, dtype):
+def _load_pipeline(model: str, family: Family, dtype, memory: SamplingPlan | None = None):
+    import warnings
+
     import diffusers
 
     pipeline_class = getattr(diffusers, family.pipeline_class)
+    # The quanto backend quantizes each weight as it loads (on the CPU), so the bf16 model never reaches the GPU.
+    quantization = pipeline_quantization_config(memory) if memory is not None else None
     try:
-        return pipeline_class.from_pretrained(model, dtype=dtype, use_safetensors=True)
+        with warnings.catch_warnings():  # diffusers marks its quanto backend deprecated (for 1.0); it works in 0.42
+            warnings.filterwarnings("ignore", message=".*Quanto", category=FutureWarning)
+            quantized = {"quantization_config": quantization} if quantization is not None else {}
+            return pipeline_class.from_pretrained(model, dtype=dtype, use_safetensors=True, **quantized)
     except OSError as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise GlanceError(f"cannot load {model}: {first_line}") from None

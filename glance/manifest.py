@@ -47,6 +47,10 @@ class RunManifest(BaseModel):
     steps: int
     rank: int
     learning_rate: float
+    # The memory plan it trained with (glance/memory.py); infer plans afresh for the GPU it runs on.
+    quantize: Literal["none", "int8", "int4", "fp8"] | None = None
+    gradient_checkpointing: bool | None = None
+    memory_plan: str | None = None  # the plan's one line, estimate and card included
     versions: dict[str, str] = Field(default_factory=dict)
     phases: dict[PhaseName, PhaseRecord] = Field(default_factory=dict)
     # The config files this run wrote (absolute path -> sha256): while they still hold exactly that,

@@ -75,6 +75,9 @@ class DataloaderConfig(BaseModel):
         return [self.image.model_dump(), self.text_embeds.model_dump()]
 
 
+QuantoPrecision = Literal["int8-quanto", "int4-quanto", "fp8-quanto"]
+
+
 class TrainingConfig(BaseModel):
     """One phase's config.json. Unknown keys are refused here, as SimpleTuner would refuse them."""
 
@@ -106,6 +109,13 @@ class TrainingConfig(BaseModel):
     report_to: Literal["none"] = "none"
     flux_guidance_mode: Literal["constant"] | None = None
     flux_guidance_value: float | None = None
+    # The memory plan (glance/memory.py). SimpleTuner 4.10.1 checkpoints by default; glance always says which.
+    gradient_checkpointing: bool = True
+    base_model_precision: QuantoPrecision | None = None  # the transformer; the LoRA itself stays bf16
+    quantize_via: Literal["cpu"] | None = None  # default "accelerator" first moves the bf16 model to the GPU
+    text_encoder_1_precision: QuantoPrecision | None = None  # only the largest text encoder, only when needed
+    text_encoder_2_precision: QuantoPrecision | None = None
+    text_encoder_3_precision: QuantoPrecision | None = None
 
     def to_json(self) -> dict:
         return self.model_dump(exclude_none=True)

@@ -38,6 +38,7 @@ from glance.manifest import (
     load_manifest,
     package_versions,
 )
+from glance.memory import QuantizeChoice, TrainingPlan, model_sizes, oom_advice, plan_training
 from glance.pair import DEFAULT_IMAGE, ImagePair, check_pair, stage_pair
 from glance.schedule import TimestepLists, default_lists, parse_lists, to_simpletuner
 from glance.simpletuner import (
@@ -76,6 +77,9 @@ class TrainSettings(BaseModel):
     device: Device = "auto"
     seed: int = 0
     separate_caches: bool = False  # --parallel: two phases at once must not write one cache
+    quantize: QuantizeChoice = "auto"  # the memory plan (glance/memory.py)
+    gradient_checkpointing: bool | None = None  # None: as the plan says
+    gpu_memory: float | None = Field(None, gt=0)  # GiB of the card to plan for; None: nvidia-smi's
 
 
 def cuda_available(device: Device) -> bool:
@@ -103,6 +107,7 @@ class RunPlan:
     dataloaders: dict[PhaseName, tuple[Path, DataloaderConfig]]
     configs: dict[PhaseName, TrainingConfig]
     config_paths: dict[PhaseName, Path]
+    memory: TrainingPlan
 
     @property
     def output_dir(self) -> Path:
@@ -166,6 +171,16 @@ def plan_run(settings: TrainSettings) -> RunPlan:
     steps = settings.steps or recipe.steps
     rank = settings.rank or recipe.rank
     cfg_dir = settings.config_dir
+    memory = plan_training(
+        lambda: model_sizes(settings.model, family),
+        family=family.name,
+        resolution=settings.resolution,
+        rank=rank,
+        cuda=cuda,
+        quantize=settings.quantize,
+        gradient_checkpointing=settings.gradient_checkpointing,
+        gpu_memory=settings.gpu_memory,
+    )
 
     def dataloader(cache: str) -> DataloaderConfig:
         return DataloaderConfig(
@@ -198,13 +213,14 @@ def plan_run(settings: TrainSettings) -> RunPlan:
             mixed_precision="bf16" if cuda else "no",
             optimizer="adamw_bf16" if cuda else "torch-adamw",  # CPU: plain fp32 AdamW
             seed=settings.seed,
+            **memory.simpletuner_keys(),
             **family.simpletuner_extras,
             **({"flux_guidance_value": recipe.train_guidance} if recipe.train_guidance is not None else {}),
         )
         for phase in PHASES
     }
     config_paths = {phase: cfg_dir / f"glance-{phase}.json" for phase in PHASES}
-    return RunPlan(settings, family, pair, lists, cuda, dataloaders, configs, config_paths)
+    return RunPlan(settings, family, pair, lists, cuda, dataloaders, configs, config_paths, memory)
 
 
 def write_configs(plan: RunPlan, *, force: bool = False, replaceable: frozenset[Path] = frozenset()) -> list[Path]:
@@ -502,6 +518,9 @@ def _fresh_manifest(plan: RunPlan, previous: RunManifest | None) -> RunManifest:
         steps=cfg.max_train_steps,
         rank=cfg.lora_rank,
         learning_rate=cfg.learning_rate,
+        quantize=plan.memory.quantize,
+        gradient_checkpointing=plan.memory.gradient_checkpointing,
+        memory_plan=plan.memory.describe(),
         versions=package_versions(),
     )
     if previous is not None:  # a finished phase stays finished only while its inputs are the same
@@ -541,6 +560,7 @@ def train(
     if accelerate is not None:
         write_atomic(accelerate, accelerate_config_yaml(num_processes, plan.configs["slow"].mixed_precision))
 
+    reporter.message(plan.memory.describe())
     manifest = _fresh_manifest(plan, previous)
     manifest.written_configs = {str(path.resolve()): _sha256(path.read_bytes()) for path in written}
     todo = phases_to_run(plan, manifest, force=force, only=only)
@@ -589,10 +609,13 @@ def _wait_all(runs: dict[PhaseName, PhaseRun], plan: RunPlan, manifest: RunManif
             code = run.wait()
             try:
                 _phase_result(run, code, plan.lora_dir(phase))
-            except GlanceError:
+            except GlanceError as exc:
                 for other in pending.values():
                     other.stop()
                     other.wait()
+                advice = oom_advice(run.log_path.read_text(encoding="utf-8", errors="replace")[-65536:], plan.memory)
+                if advice is not None:  # a CUDA out-of-memory error: name the next lighter plan
+                    raise GlanceError(f"{exc}; {advice}") from None
                 raise
             config = plan.configs[phase]
             add_adapter_metadata(plan.lora_dir(phase) / WEIGHTS_NAME, rank=config.lora_rank, alpha=config.lora_alpha)
@@ -611,6 +634,7 @@ def describe_launches(plan: RunPlan, launches: list[PhaseLaunch], emit: Callable
     """The --dry-run report: files, then each phase's exact command and environment changes."""
     import shlex
 
+    emit(plan.memory.describe())
     emit("config files:")
     for path in plan.files():
         emit(f"  {path}")

@@ -11,8 +11,12 @@ from glance.cli._common import (
     FamilyOpt,
     FastTimestepsOpt,
     ForceOpt,
+    GpuMemoryOpt,
+    GradientCheckpointingOpt,
     ModelOpt,
     OutputDirOpt,
+    Quantize,
+    QuantizeOpt,
     ResolutionOpt,
     SlowTimestepsOpt,
     TrainDevice,
@@ -51,6 +55,9 @@ def settings_from_options(
     device: TrainDevice,
     seed: int,
     separate_caches: bool = False,
+    quantize: Quantize = Quantize.auto,
+    gradient_checkpointing: bool | None = None,
+    gpu_memory: float | None = None,
 ):
     from glance.train import TrainSettings
 
@@ -69,6 +76,9 @@ def settings_from_options(
         device=device.value,
         seed=seed,
         separate_caches=separate_caches,
+        quantize=quantize.value,
+        gradient_checkpointing=gradient_checkpointing,
+        gpu_memory=gpu_memory,
     )
 
 
@@ -76,6 +86,7 @@ EPILOG = examples(
     "glance configs --out config/",
     "glance configs data/glance.png --model ./my-flux --device cpu --steps 8",
     "glance configs --model Qwen/Qwen-Image --slow-timesteps 1000,979.19 --fast-timesteps 886.71,20 --force",
+    "glance configs --device cuda --gpu-memory 24      # the plan for a 24 GB card: int8 + gradient checkpointing",
 )
 
 
@@ -94,6 +105,9 @@ def configs_command(
     output_dir: OutputDirOpt = Path("output"),
     device: DeviceOpt = TrainDevice.auto,
     seed: SeedOpt = 0,
+    quantize: QuantizeOpt = Quantize.auto,
+    gradient_checkpointing: GradientCheckpointingOpt = None,
+    gpu_memory: GpuMemoryOpt = None,
     check: Annotated[bool, typer.Option("--check", help="Also run SimpleTuner's own parser over both files.")] = False,
     force: ForceOpt = False,
 ) -> None:
@@ -118,8 +132,12 @@ def configs_command(
         config_dir=out,
         device=device,
         seed=seed,
+        quantize=quantize,
+        gradient_checkpointing=gradient_checkpointing,
+        gpu_memory=gpu_memory,
     )
     plan = plan_run(settings)
+    print(plan.memory.describe())
     if check:
         from glance.simpletuner import parser_check
 

@@ -9,7 +9,17 @@ from typing import Annotated
 
 import typer
 
-from glance.cli._common import FamilyOpt, ForceOpt, ModelOpt, OutputDirOpt, cli_errors, examples
+from glance.cli._common import (
+    FamilyOpt,
+    ForceOpt,
+    GpuMemoryOpt,
+    ModelOpt,
+    OutputDirOpt,
+    Quantize,
+    QuantizeOpt,
+    cli_errors,
+    examples,
+)
 
 EPILOG = examples(
     'glance infer "a red circle and a blue square on a warm gradient"',
@@ -18,6 +28,7 @@ EPILOG = examples(
     "--slow-timesteps 1000,986.9786,973.2042,958.6094,943.1188 "
     "--fast-timesteps 926.6473,825.7017,677.9868,441.1997,60.5503",
     'glance infer "a red circle" -o output --device cpu --json',
+    'glance infer "a lighthouse" --quantize int8 --cpu-offload',
 )
 
 
@@ -76,6 +87,8 @@ def infer_command(
     cpu_offload: Annotated[
         bool, typer.Option("--cpu-offload", help="Keep each model on the CPU until it runs (less GPU memory).")
     ] = False,
+    quantize: QuantizeOpt = Quantize.auto,
+    gpu_memory: GpuMemoryOpt = None,
     base_steps: Annotated[
         int | None,
         typer.Option(
@@ -115,6 +128,8 @@ def infer_command(
         device=device.value,
         dtype=dtype.value,
         cpu_offload=cpu_offload,
+        quantize=quantize.value,
+        gpu_memory=gpu_memory,
         base_steps=base_steps,
         force=force,
     )
@@ -130,6 +145,7 @@ def infer_command(
             }
         print(json.dumps(record, indent=2))
         return
+    print(result.summary["memory_plan"])
     print("step  sigma   -> next     adapter")
     for record in result.trace:
         print(f"{record.step:>4}  {record.sigma:.4f} -> {record.sigma_next:.4f}   {', '.join(record.adapters)}")

@@ -12,8 +12,12 @@ import typer
 from glance.cli._common import (
     FamilyOpt,
     FastTimestepsOpt,
+    GpuMemoryOpt,
+    GradientCheckpointingOpt,
     ModelOpt,
     OutputDirOpt,
+    Quantize,
+    QuantizeOpt,
     ResolutionOpt,
     SlowTimestepsOpt,
     TrainDevice,
@@ -42,6 +46,7 @@ EPILOG = examples(
     "glance train data/glance.png --model ./tiny-flux --device cpu --steps 4",
     "glance train data/glance.png --only fast --force",
     "glance train data/glance.png --dry-run --parallel --num-processes 2 --device cuda",
+    "glance train data/glance.png --quantize int8 --gradient-checkpointing",
 )
 
 
@@ -60,6 +65,9 @@ def train_command(
     config_dir: ConfigDirOpt = Path("config"),
     device: DeviceOpt = TrainDevice.auto,
     seed: SeedOpt = 0,
+    quantize: QuantizeOpt = Quantize.auto,
+    gradient_checkpointing: GradientCheckpointingOpt = None,
+    gpu_memory: GpuMemoryOpt = None,
     only: Annotated[Phase | None, typer.Option(help="Run one phase only.")] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Retrain phases that are up to date; overwrite configs.")
@@ -97,6 +105,9 @@ def train_command(
         device=device,
         seed=seed,
         separate_caches=parallel,
+        quantize=quantize,
+        gradient_checkpointing=gradient_checkpointing,
+        gpu_memory=gpu_memory,
     )
     plan = plan_run(settings)
     if dry_run:
