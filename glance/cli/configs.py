@@ -14,6 +14,7 @@ from glance.cli._common import (
     ModelOpt,
     OutputDirOpt,
     ResolutionOpt,
+    RevisionOpt,
     SlowTimestepsOpt,
     TrainDevice,
     cli_errors,
@@ -40,6 +41,7 @@ def settings_from_options(
     *,
     model: str | None,
     family,
+    revision: str | None = None,
     resolution: int,
     steps: int | None,
     rank: int | None,
@@ -57,6 +59,7 @@ def settings_from_options(
     return TrainSettings(
         image=image,
         model=model or DEFAULT_MODEL,
+        revision=revision,
         family=family.value if family is not None else None,
         resolution=resolution,
         steps=steps,
@@ -84,6 +87,7 @@ def configs_command(
     image: ImageArg = Path("data/glance.png"),
     out: Annotated[Path, typer.Option("--out", help="Where the three SimpleTuner JSON files go.")] = Path("config"),
     model: ModelOpt = None,
+    revision: RevisionOpt = None,
     family: FamilyOpt = None,
     resolution: ResolutionOpt = 1024,
     steps: StepsOpt = None,
@@ -107,6 +111,7 @@ def configs_command(
     settings = settings_from_options(
         image,
         model=model,
+        revision=revision,
         family=family,
         resolution=resolution,
         steps=steps,
@@ -119,13 +124,15 @@ def configs_command(
         device=device,
         seed=seed,
     )
-    plan = plan_run(settings)
+    plan = plan_run(settings, fetch=check)
     if check:
         from glance.simpletuner import parser_check
 
         for phase, config in plan.configs.items():
             parser_check(config)
             print(f"SimpleTuner's parser accepts the {phase} config")
+    if plan.source.folder is None:
+        print(f"model: {plan.source.note}")
     for path in write_configs(plan, force=force):
         print(f"wrote {path}")
     print(f"staged {plan.pair.image} -> {plan.dataset_dir}")

@@ -15,6 +15,7 @@ from glance.cli._common import (
     ModelOpt,
     OutputDirOpt,
     ResolutionOpt,
+    RevisionOpt,
     SlowTimestepsOpt,
     TrainDevice,
     cli_errors,
@@ -49,6 +50,7 @@ EPILOG = examples(
 def train_command(
     image: ImageArg = Path("data/glance.png"),
     model: ModelOpt = None,
+    revision: RevisionOpt = None,
     family: FamilyOpt = None,
     resolution: ResolutionOpt = 1024,
     steps: StepsOpt = None,
@@ -85,6 +87,7 @@ def train_command(
     settings = settings_from_options(
         image,
         model=model,
+        revision=revision,
         family=family,
         resolution=resolution,
         steps=steps,
@@ -98,7 +101,7 @@ def train_command(
         seed=seed,
         separate_caches=parallel,
     )
-    plan = plan_run(settings)
+    plan = plan_run(settings, fetch=not dry_run)
     if dry_run:
         describe_launches(plan, phase_launches(plan, parallel=parallel, num_processes=num_processes))
         return
