@@ -26,7 +26,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from glance import __version__
-from glance.families import DEFAULT_MODEL, Family, GlanceError, model_schedule, resolve_family
+from glance.families import DEFAULT_MODEL, FAMILIES, Family, GlanceError, model_schedule, resolve_family
 from glance.files import check_writable_dir, needs_writing, write_atomic
 from glance.hub import ModelSource, resolve_model
 from glance.lock import RunLock
@@ -168,11 +168,14 @@ def plan_run(settings: TrainSettings, *, fetch: bool = False) -> RunPlan:
     what is known, and the configs name its Hub id.
     """
     source = resolve_model(settings.model, revision=settings.revision, fetch=False)
-    family = resolve_family(source.path_or_id, settings.family)
-    pair = check_pair(settings.image, family.min_image_side)
+    # The pair is checked before a download; the family (known once the model is there) may ask more.
+    smallest_side = min(f.min_image_side for f in FAMILIES.values())
+    pair = check_pair(settings.image, smallest_side)
     if fetch and source.folder is None:
         source = resolve_model(settings.model, revision=settings.revision, fetch=True)
-        family = resolve_family(source.path_or_id, settings.family)
+    family = resolve_family(source.path_or_id, settings.family)
+    if family.min_image_side > smallest_side:
+        pair = check_pair(settings.image, family.min_image_side)
     model = source.path_or_id
     lists = resolve_lists(settings, family, model)
     cuda = cuda_available(settings.device)

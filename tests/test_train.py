@@ -103,9 +103,10 @@ def test_second_run_skips_and_force_retrains(trained_run):
 
 
 @pytest.fixture
-def fake(tmp_path, monkeypatch):
-    """A pair in tmp_path/data, cwd tmp_path, and a stand-in `simpletuner` first on PATH."""
+def fake(tmp_path, monkeypatch, tiny):
+    """A pair in tmp_path/data, a tiny Flux as tmp_path/model, cwd tmp_path, a stand-in `simpletuner` first on PATH."""
     write_sample_pair(tmp_path / "data")
+    (tmp_path / "model").symlink_to(tiny("flux").model, target_is_directory=True)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     wrapper = bin_dir / "simpletuner"
@@ -124,7 +125,7 @@ def calls(workdir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-TRAIN = ("train", "data/glance.png", "--device", "cpu", "--steps", "3")
+TRAIN = ("train", "data/glance.png", "--model", "model", "--resolution", "64", "--device", "cpu", "--steps", "3")
 
 
 def test_stand_in_success_records_both_phases(fake, monkeypatch):

@@ -45,12 +45,13 @@ class RepoFile:
     def etag(self) -> str:
         return self.sha256 or self.git_oid
 
-    def sibling(self, blobs: bool) -> dict:
+    def sibling(self, blobs: bool, claim_size: int | None = None) -> dict:
         entry: dict = {"rfilename": self.path}
         if blobs:
-            entry.update(size=self.size, blobId=self.git_oid)
+            size = claim_size if claim_size is not None and self.sha256 else self.size
+            entry.update(size=size, blobId=self.git_oid)
             if self.sha256:
-                entry["lfs"] = {"size": self.size, "sha256": self.sha256, "pointerSize": 134}
+                entry["lfs"] = {"size": size, "sha256": self.sha256, "pointerSize": 134}
         return entry
 
     def tree_entry(self) -> dict:
@@ -66,20 +67,22 @@ class Repo:
     folder: Path
     gated: bool = False
     granted: set[str] = field(default_factory=set)  # tokens with access to a gated repo
+    claim_size: int | None = None  # model_info reports each LFS file this big (a model too large for the disk)
     files: dict[str, RepoFile] = field(default_factory=dict)
     sha: str = ""
 
     def scan(self) -> None:
-        self.files = {}
+        """Read the files and derive the commit hash; call again after changing the folder."""
+        files = {}
         commit = hashlib.sha1()
         for path in sorted(p for p in self.folder.rglob("*") if p.is_file()):
             rel = path.relative_to(self.folder).as_posix()
             data = path.read_bytes()
             git_oid = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
             sha256 = hashlib.sha256(data).hexdigest() if rel.endswith(".safetensors") else None
-            self.files[rel] = RepoFile(rel, path, len(data), git_oid, sha256)
+            files[rel] = RepoFile(rel, path, len(data), git_oid, sha256)
             commit.update(f"{rel}:{git_oid}\n".encode())
-        self.sha = commit.hexdigest()
+        self.files, self.sha = files, commit.hexdigest()
 
 
 class FakeHub:
@@ -93,12 +96,20 @@ class FakeHub:
         self.requests: list[dict] = []
         self._server: ThreadingHTTPServer | None = None
 
-    def add_repo(self, repo_id: str, source: Path, *, gated: bool = False, granted: tuple[str, ...] = ()) -> Repo:
+    def add_repo(
+        self,
+        repo_id: str,
+        source: Path,
+        *,
+        gated: bool = False,
+        granted: tuple[str, ...] = (),
+        claim_size: int | None = None,
+    ) -> Repo:
         folder = self.root / repo_id
         if folder.exists():
             shutil.rmtree(folder)
         shutil.copytree(source, folder)
-        repo = Repo(repo_id, folder, gated=gated, granted=set(granted))
+        repo = Repo(repo_id, folder, gated=gated, granted=set(granted), claim_size=claim_size)
         repo.scan()
         self.repos[repo_id] = repo
         self.tokens.update(granted)
@@ -192,7 +203,6 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Refusal(401 if token is None else 403, "GatedRepo", message)
         if revision is not None and revision not in ("main", repo.sha):
             raise _Refusal(404, "RevisionNotFound", f"Invalid rev id: {revision}")
-        repo.scan()  # files may have changed on disk since (a test can edit a repo)
         return repo
 
     def _api(self, rest: str, query: dict, head: bool) -> None:
@@ -228,7 +238,7 @@ class _Handler(BaseHTTPRequestHandler):
             "gated": "manual" if repo.gated else False,
             "disabled": False,
             "tags": ["diffusers"],
-            "siblings": [f.sibling(blobs) for f in repo.files.values()],
+            "siblings": [f.sibling(blobs, repo.claim_size) for f in repo.files.values()],
         }
 
     def _json(self, payload, head: bool) -> None:
