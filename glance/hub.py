@@ -3,9 +3,10 @@
 A local folder is used as it is. A Hub id is looked up in the Hugging Face cache; when it is missing
 or incomplete it is downloaded once, with huggingface_hub, before SimpleTuner or diffusers start:
 only what a diffusers pipeline loads (model_index.json and the component folders it names,
-safetensors only), with a progress bar (bytes, rate, ETA). An interrupted download resumes from
-its `.incomplete` files on the next run. Every way the Hub can say no (gated, not found, refused
-token, offline, not enough disk) becomes one `GlanceError` line here, in seconds.
+safetensors only), with a progress bar (bytes, rate, ETA). After Ctrl-C the next run fetches only
+the files not finished (huggingface_hub 2.x keeps no partial file between runs). Every way the
+Hub can say no (gated, not found, refused token, offline, not enough disk) becomes one
+`GlanceError` line here, in seconds.
 
 huggingface_hub reads HF_ENDPOINT, HF_HUB_OFFLINE and HF_HOME when it is imported; it is imported
 inside these functions only, so `glance --help` stays light.
@@ -13,6 +14,7 @@ inside these functions only, so `glance --help` stays light.
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import shutil
@@ -98,7 +100,9 @@ def resolve_model(
             download_bytes=missing,
             note=f"{model} is not downloaded yet: about {_size(missing)} to download on the first `glance train`",
         )
-    return ModelSource(model=model, revision=listing.sha, folder=download(model, listing, emit=emit))
+    folder = download(model, listing, emit=emit)
+    _remember_ref(model, revision or "main", listing.sha)
+    return ModelSource(model=model, revision=listing.sha, folder=folder)
 
 
 def cached_snapshot(model: str, revision: str | None = None) -> Path | None:
@@ -260,8 +264,16 @@ def download(model: str, listing: HubListing, *, emit: Callable[[str], None]) ->
             bar.refresh()
     except KeyboardInterrupt:
         bar.close()
-        print(f"glance: interrupted: the download of {model} stops here; the next run resumes it", file=sys.stderr)
-        sys.stderr.flush()
+        # Finished files stay in the cache; the next run fetches only the rest. The parts in flight
+        # cannot be resumed by huggingface_hub (each download writes its own temporary file) and go.
+        for part in bar.partial_files():
+            part.unlink(missing_ok=True)
+        print(
+            f"glance: interrupted: the download of {model} stops here; the next run resumes it "
+            "(finished files are kept)",
+            file=sys.stderr,
+            flush=True,
+        )
         # The download threads cannot be cancelled and the interpreter would wait for them at exit.
         os._exit(130)
     bar.refresh()
@@ -300,15 +312,21 @@ class _ByteProgress:
             dynamic_ncols=True,
         )
 
+    def partial_files(self) -> list[Path]:
+        """The files being written: huggingface_hub downloads each blob to `<blob>.<random>.incomplete`."""
+        return [p for blob in self.wanted for p in self.blobs.glob(f"{glob.escape(blob)}*.incomplete")]
+
     def _on_disk(self) -> int:
         done = 0
         for blob, size in self.wanted.items():
-            for name in (blob, f"{blob}.incomplete"):
+            if (self.blobs / blob).is_file():
+                done += size
+                continue
+            for part in self.blobs.glob(f"{glob.escape(blob)}*.incomplete"):
                 try:
-                    done += min(size, (self.blobs / name).stat().st_size)
-                    break
-                except OSError:
-                    continue
+                    done += min(size, part.stat().st_size)
+                except OSError:  # finished or removed meanwhile
+                    pass
         return done
 
     def refresh(self) -> None:
@@ -318,6 +336,23 @@ class _ByteProgress:
 
     def close(self) -> None:
         self.bar.close()
+
+
+def _remember_ref(model: str, revision: str, sha: str) -> None:
+    """Record `revision` -> `sha` in the cache's refs/, as huggingface_hub does, so the next look-up is local.
+
+    (The download itself asks for the commit hash, which is immutable, and so records no ref.)
+    """
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    if revision == sha:
+        return
+    from glance.files import write_atomic
+
+    write_atomic(
+        Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=model, repo_type="model") / "refs" / revision, sha
+    )
 
 
 def _missing_bytes(model: str, files: list[str], hub_files: dict[str, HubFile]) -> int:
