@@ -197,3 +197,27 @@ def test_second_run_and_infer_make_no_hub_requests(hub, sd3_from_hub):
     )  # fmt: skip
     assert sampled.returncode == 0, sampled.stderr
     assert (root / "sd3.png").is_file() and json.loads(sampled.stdout)["family"] == "sd3"
+
+
+# --- Qwen-Image trains for real too (FLUX: tests/support/training.py; SD3: above) --------------------
+
+
+def test_qwen_image_trains_both_phases_and_samples(tiny, tmp_path):
+    write_sample_pair(tmp_path / "data", size=64)
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    env.pop("GLANCE_SIMPLETUNER", None)
+    model = str(tiny("qwen_image").model)
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "glance", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
+        )
+
+    trained = run(*TRAIN, "--model", model)
+    assert trained.returncode == 0, trained.stderr
+    manifest = load_manifest(tmp_path / "output" / "glance.json")
+    assert manifest.complete and manifest.family == "qwen_image" and manifest.model_path == model
+    sampled = run("infer", "a red circle", "--device", "cpu", "--out", "qwen.png", "--json")
+    assert sampled.returncode == 0, sampled.stderr
+    summary = json.loads(sampled.stdout)
+    assert (tmp_path / "qwen.png").is_file() and summary["family"] == "qwen_image"
