@@ -63,6 +63,17 @@ def workdir(tmp_path):
 
 
 TRAIN = ("train", "data/glance.png", "--resolution", "64", "--steps", "2", "--device", "cpu")
+SUPPORT = Path(__file__).parent / "support"
+
+
+def stand_in_simpletuner(folder: Path) -> dict[str, str]:
+    """The environment that makes `glance train` run tests/support/fake_simpletuner.py (seconds, not minutes)."""
+    wrapper = folder / "simpletuner"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{SUPPORT / "fake_simpletuner.py"}" "$@"\n')
+    wrapper.chmod(0o755)
+    return {"GLANCE_SIMPLETUNER": str(wrapper), "FAKE_SIMPLETUNER_CALLS": str(folder / "calls.jsonl")}
+
+
 FAILURES = {  # case -> (model, extra args, extra env, what the one line says)
     "gated": (GATED, (), {}, f"{GATED} is gated: accept its licence at {{url}}/{GATED}"),
     "gated, token without access": (GATED, (), {"HF_TOKEN": OTHER_TOKEN}, f"{GATED} is gated"),
@@ -93,15 +104,16 @@ def test_hub_refusals_are_one_line_before_anything_runs(hub, workdir, case):
     assert not list(hf_home.rglob("*.safetensors"))
 
 
-def test_gated_model_with_access_downloads(hub, workdir):
+def test_gated_model_with_access_downloads_and_trains(hub, workdir):
+    env = stand_in_simpletuner(workdir)
     result = glance(
-        "configs", "data/glance.png", "--model", GATED, "--resolution", "64", "--device", "cpu", "--check",
-        cwd=workdir, hub=hub, hf_home=workdir / "hf-home", HF_TOKEN=GRANTED_TOKEN,
-    )  # fmt: skip
+        *TRAIN, "--model", GATED, cwd=workdir, hub=hub, hf_home=workdir / "hf-home", HF_TOKEN=GRANTED_TOKEN, **env
+    )
     assert result.returncode == 0, result.stderr
     config = json.loads((workdir / "config" / "glance-slow.json").read_text())
     snapshot = Path(config["pretrained_model_name_or_path"])
     assert snapshot.name == hub.repos[GATED].sha and (snapshot / "model_index.json").is_file()
+    assert load_manifest(workdir / "output" / "glance.json").model_revision == hub.repos[GATED].sha
 
 
 def test_dry_run_and_configs_look_up_but_never_download(hub, workdir):
@@ -123,8 +135,9 @@ def test_dry_run_and_configs_look_up_but_never_download(hub, workdir):
 def test_interrupted_download_resumes_with_the_files_not_finished(hub, tmp_path):
     hf_home = tmp_path / "hf-home"
     write_sample_pair(tmp_path / "data", size=64)
-    args = ("configs", "data/glance.png", "--model", TINY_SD3, "--resolution", "64", "--device", "cpu", "--check")
-    env = dict(os.environ, HF_ENDPOINT=hub.url, HF_HOME=str(hf_home))
+    args = (*TRAIN, "--model", TINY_SD3)
+    stand_in = stand_in_simpletuner(tmp_path)
+    env = dict(os.environ, HF_ENDPOINT=hub.url, HF_HOME=str(hf_home), **stand_in)
     env.pop("HF_HUB_OFFLINE", None)
     blobs = hf_home / "hub" / "models--glance-test--tiny-sd3" / "blobs"
     hub.chunk_delay = 0.5  # 64 KiB per half second: the safetensors files take seconds, the configs do not
@@ -141,10 +154,11 @@ def test_interrupted_download_resumes_with_the_files_not_finished(hub, tmp_path)
         hub.chunk_delay = 0.0
     assert proc.returncode == 130, err
     assert "the next run resumes it" in err and "Traceback" not in err
-    assert not (tmp_path / "config").exists() and not list(blobs.glob("*.incomplete"))
+    assert not (tmp_path / "config").exists() and not (tmp_path / "output").exists()
+    assert not list(blobs.glob("*.incomplete"))
     kept = {p.name for p in blobs.iterdir()}
     hub.requests.clear()
-    again = glance(*args, cwd=tmp_path, hub=hub, hf_home=hf_home)
+    again = glance(*args, cwd=tmp_path, hub=hub, hf_home=hf_home, **stand_in)
     assert again.returncode == 0, again.stderr
     fetched = [r["path"] for r in hub.requests if r["method"] == "GET" and "/resolve/" in r["path"]]
     repo = hub.repos[TINY_SD3]
