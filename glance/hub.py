@@ -166,9 +166,9 @@ class HubListing(BaseModel):
 
 
 def hub_listing(model: str, revision: str | None) -> HubListing:
-    """The commit and file sizes of `model` on the Hub (one request); each refusal is its own message."""
+    """The commit and file sizes of `model` on the Hub (a request, two if gated); each refusal is its own line."""
     import httpx2
-    from huggingface_hub import HfApi, constants
+    from huggingface_hub import HfApi, constants, get_hf_file_metadata, hf_hub_url
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
@@ -181,6 +181,8 @@ def hub_listing(model: str, revision: str | None) -> HubListing:
     login = "log in with `hf auth login` or set HF_TOKEN"
     try:
         info = HfApi().model_info(model, revision=revision, files_metadata=True, timeout=LOOKUP_TIMEOUT_S)
+        if info.gated:  # the Hub shows a gated repo's listing to anyone; its files answer GatedRepo
+            get_hf_file_metadata(hf_hub_url(model, "model_index.json", revision=info.sha), timeout=LOOKUP_TIMEOUT_S)
     except GatedRepoError:
         raise GlanceError(
             f"{model} is gated: accept its licence at {page} (logged in to the Hub), then {login} here"

@@ -9,7 +9,8 @@ test in a subprocess) and the client talks to this server as it would to hugging
   `GET /api/models/{id}/tree/{rev}[/{path}]` (list_repo_tree), `HEAD`/`GET /{id}/resolve/{rev}/{path}`
   (file metadata and content, with `Range: bytes=N-` answered 206, as resumed downloads ask);
 - refusals as the Hub sends them: 404 + `X-Error-Code: RepoNotFound` / `RevisionNotFound` /
-  `EntryNotFound`, 401 (no token) or 403 (a token without access) + `X-Error-Code: GatedRepo`,
+  `EntryNotFound`, 401 (no token) or 403 (a token without access) + `X-Error-Code: GatedRepo`
+  on a gated repo's files and tree (its info stays public, `"gated": "manual"`),
   and 401 + `X-Error-Message: Invalid credentials in Authorization header` for an unknown token;
 - `*.safetensors` files are served as LFS files (sha256 ETag), the rest as git blobs (sha1 ETag);
 - `requests` records every request (method, path, Range header) and `chunk_delay` slows the file
@@ -190,7 +191,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # --- access rules, in the Hub's order: token, repo, gate, revision ---------------------------
 
-    def _repo(self, repo_id: str, revision: str | None) -> Repo:
+    def _repo(self, repo_id: str, revision: str | None, *, files: bool = True) -> Repo:
         auth = self.headers.get("Authorization", "")
         token = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else None
         if token is not None and token not in self.fake.tokens:
@@ -198,7 +199,7 @@ class _Handler(BaseHTTPRequestHandler):
         repo = self.fake.repos.get(repo_id)
         if repo is None:
             raise _Refusal(404, "RepoNotFound", "Repository not found")
-        if repo.gated and token not in repo.granted:
+        if files and repo.gated and token not in repo.granted:
             message = f"Access to model {repo_id} is restricted. You must have access to it and be authenticated."
             raise _Refusal(401 if token is None else 403, "GatedRepo", message)
         if revision is not None and revision not in ("main", repo.sha):
@@ -208,11 +209,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _api(self, rest: str, query: dict, head: bool) -> None:
         parts = rest.split("/")
         repo_id, tail = "/".join(parts[:2]), parts[2:]
+        # Like the Hub, a gated repo's info (file list, sizes) is public; its files are not.
         if not tail:
-            repo = self._repo(repo_id, None)
+            repo = self._repo(repo_id, None, files=False)
             return self._json(self._info(repo, query), head)
         if tail[0] == "revision" and len(tail) >= 2:
-            repo = self._repo(repo_id, "/".join(tail[1:]))
+            repo = self._repo(repo_id, "/".join(tail[1:]), files=False)
             return self._json(self._info(repo, query), head)
         if tail[0] == "tree" and len(tail) >= 2:
             repo = self._repo(repo_id, tail[1])
