@@ -178,7 +178,10 @@ def run_infer(options: InferOptions) -> InferResult:
     """Sample the slow and fast LoRAs in one pipeline call and write the PNG (and the base image)."""
     import torch
 
-    family = resolve_family(options.model, options.family)
+    from glance.hub import resolve_model
+
+    model_dir = resolve_model(options.model).path_or_id  # a Hub model: from the cache, else downloaded once
+    family = resolve_family(model_dir, options.family)
     loras = {"slow": _read_lora("slow", options.slow_lora), "fast": _read_lora("fast", options.fast_lora)}
     base_out = base_image_path(options.out, options.base_steps) if options.base_steps else None
     for target in (options.out, base_out):
@@ -191,7 +194,7 @@ def run_infer(options: InferOptions) -> InferResult:
     memory = sampling_plan(options, family, device)
 
     started = time.perf_counter()
-    pipe = _load_pipeline(options.model, family, getattr(torch, dtype), memory)
+    pipe = _load_pipeline(model_dir, family, getattr(torch, dtype), memory)
     for lora in loras.values():
         lora.check_fits(pipe.transformer, options.model)
     if memory.cpu_offload:

@@ -38,6 +38,8 @@ class RunManifest(BaseModel):
 
     glance_version: str
     model: str  # hub id, or absolute path of a local diffusers folder
+    model_revision: str | None = None  # the Hub commit trained on
+    model_path: str | None = None  # the folder SimpleTuner read: the local folder or the cached Hub snapshot
     family: str
     resolution: int
     slow_timesteps: list[float]

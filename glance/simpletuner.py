@@ -14,6 +14,7 @@ Everything glance knows about SimpleTuner 4.10.1's quirks lives here (../shared/
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -225,8 +226,8 @@ def phase_env(
     """The environment of one phase's child process.
 
     Starts from `base` (default: this process's environment), drops the variables that would point
-    SimpleTuner at another config, and puts the folder of `simpletuner` first on PATH (it starts
-    `accelerate` by name).
+    SimpleTuner at another config, forbids Hub look-ups (the model is a local folder by now), and
+    puts the folder of `simpletuner` first on PATH (it starts `accelerate` by name).
     """
     env = dict(os.environ if base is None else base)
     for name in CONFIG_VARIABLES:
@@ -237,6 +238,7 @@ def phase_env(
     env["MIXED_PRECISION"] = "bf16" if cuda else "no"
     env["PYTHONUNBUFFERED"] = "1"
     env["TOKENIZERS_PARALLELISM"] = "false"
+    env["HF_HUB_OFFLINE"] = "1"  # glance resolved the model to a local folder first: no Hub traffic in a phase
     if not cuda:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(CPU_SHIM_DIR), env.get("PYTHONPATH")) if p)
     if gpus is not None:
@@ -262,3 +264,29 @@ def accelerate_config_yaml(num_processes: int, mixed_precision: str) -> str:
         "use_cpu: false\n"
         "dynamo_config: {}\n"
     )
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+# "torch.OutOfMemoryError: CUDA out of memory ...", "[rank0]: ValueError: ...", "OSError: ..."
+_EXCEPTION_LINE = re.compile(
+    r"^(?:\[rank\d+\]:\s*)?((?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception|Exit))(?::\s*(.*))?$"
+)
+# The launcher's own exceptions: they say that the training process failed, not why.
+_WRAPPER_EXCEPTIONS = ("subprocess.CalledProcessError", "CalledProcessError", "SystemExit", "KeyboardInterrupt")
+
+
+def failure_cause(lines: list[str]) -> str | None:
+    """The root cause of a failed SimpleTuner run, read from its output: the last exception it raised.
+
+    accelerate prints its own `subprocess.CalledProcessError` (and TorchDynamo its statistics) after
+    SimpleTuner's traceback; those say only that training failed and are skipped. Colour codes are
+    removed. None when the output holds no exception line.
+    """
+    for raw in reversed(lines):
+        line = _ANSI.sub("", raw).strip()
+        match = _EXCEPTION_LINE.match(line)
+        if match is None or match.group(1) in _WRAPPER_EXCEPTIONS:
+            continue
+        name, message = match.groups()
+        return f"{name}: {message}" if message else name
+    return None

@@ -26,8 +26,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from glance import __version__
-from glance.families import DEFAULT_MODEL, Family, GlanceError, is_local_model, model_schedule, resolve_family
+from glance.families import DEFAULT_MODEL, FAMILIES, Family, GlanceError, model_schedule, resolve_family
 from glance.files import check_writable_dir, needs_writing, write_atomic
+from glance.hub import ModelSource, resolve_model
+from glance.lock import RunLock
 from glance.manifest import (
     MANIFEST_NAME,
     PHASES,
@@ -50,6 +52,7 @@ from glance.simpletuner import (
     accelerate_config_yaml,
     add_adapter_metadata,
     dump_json,
+    failure_cause,
     find_simpletuner,
     phase_command,
     phase_env,
@@ -65,6 +68,7 @@ class TrainSettings(BaseModel):
 
     image: Path = DEFAULT_IMAGE
     model: str = DEFAULT_MODEL
+    revision: str | None = None  # of a Hub model: branch, tag or commit (default: main)
     family: str | None = None
     resolution: int = Field(1024, ge=64)
     steps: int | None = Field(None, gt=0)
@@ -100,6 +104,7 @@ class RunPlan:
     """
 
     settings: TrainSettings
+    source: ModelSource  # the model's folder (None until a Hub model is downloaded), id and revision
     family: Family
     pair: ImagePair
     lists: TimestepLists
@@ -146,12 +151,12 @@ class RunPlan:
         return digest.hexdigest()
 
 
-def resolve_lists(settings: TrainSettings, family: Family) -> TimestepLists:
+def resolve_lists(settings: TrainSettings, family: Family, model: str) -> TimestepLists:
     """The user's lists, or the model's own (its 50-step schedule at the training resolution)."""
     given = parse_lists(settings.slow_timesteps, settings.fast_timesteps)
     if given is not None:
         return given
-    return default_lists(family, model_schedule(settings.model, family), settings.resolution)
+    return default_lists(family, model_schedule(model, family), settings.resolution)
 
 
 def run_relative(path: Path, run_dir: Path) -> str:
@@ -159,20 +164,33 @@ def run_relative(path: Path, run_dir: Path) -> str:
     return os.path.relpath(Path(path).resolve(), Path(run_dir).resolve())
 
 
-def plan_run(settings: TrainSettings) -> RunPlan:
-    """Check the inputs and compose the three configs. Writes nothing."""
-    family = resolve_family(settings.model, settings.family)
-    lists = resolve_lists(settings, family)
-    pair = check_pair(settings.image, family.min_image_side)
+def plan_run(settings: TrainSettings, *, fetch: bool = False) -> RunPlan:
+    """Check the inputs and compose the three configs. Writes nothing of the user's.
+
+    The model is looked up first (a Hub refusal fails here, in seconds); with `fetch` a Hub model
+    missing from the cache is then downloaded into it, after the pair has passed its checks.
+    Without `fetch` (--dry-run, `glance configs`) a model not yet downloaded is planned from
+    what is known, and the configs name its Hub id.
+    """
+    source = resolve_model(settings.model, revision=settings.revision, fetch=False)
+    # The pair is checked before a download; the family (known once the model is there) may ask more.
+    smallest_side = min(f.min_image_side for f in FAMILIES.values())
+    pair = check_pair(settings.image, smallest_side)
+    if fetch and source.folder is None:
+        source = resolve_model(settings.model, revision=settings.revision, fetch=True)
+    family = resolve_family(source.path_or_id, settings.family)
+    if family.min_image_side > smallest_side:
+        pair = check_pair(settings.image, family.min_image_side)
+    model = source.path_or_id
+    lists = resolve_lists(settings, family, model)
     cuda = cuda_available(settings.device)
-    model = str(Path(settings.model).expanduser().resolve()) if is_local_model(settings.model) else settings.model
 
     recipe = family.recipe
     steps = settings.steps or recipe.steps
     rank = settings.rank or recipe.rank
     cfg_dir = settings.config_dir
     memory = plan_training(
-        lambda: model_sizes(settings.model, family),
+        lambda: model_sizes(model, family),
         family=family.name,
         resolution=settings.resolution,
         rank=rank,
@@ -220,7 +238,7 @@ def plan_run(settings: TrainSettings) -> RunPlan:
         for phase in PHASES
     }
     config_paths = {phase: cfg_dir / f"glance-{phase}.json" for phase in PHASES}
-    return RunPlan(settings, family, pair, lists, cuda, dataloaders, configs, config_paths, memory)
+    return RunPlan(settings, source, family, pair, lists, cuda, dataloaders, configs, config_paths, memory)
 
 
 def write_configs(plan: RunPlan, *, force: bool = False, replaceable: frozenset[Path] = frozenset()) -> list[Path]:
@@ -480,13 +498,20 @@ def _phase_result(run: PhaseRun, code: int, lora_dir: Path) -> None:
     """Raise unless the phase exited 0 AND left its weights (Ctrl-C inside SimpleTuner exits 0)."""
     phase = run.launch.phase
     if code != 0:
-        tail = "\n".join(f"  {line}" for line in list(run.tail)[-12:])
-        print(f"last lines of the {phase} phase's log:\n{tail}", file=sys.stderr)
+        cause = failure_cause(_log_tail(run.log_path)) or "no exception in its output"
+        print(f"{phase}: {cause}", file=sys.stderr)
         raise GlanceError(f"the {phase} phase failed (exit code {code}); full log: {run.log_path}")
     if not (lora_dir / WEIGHTS_NAME).is_file():
         raise GlanceError(
             f"the {phase} phase exited 0 but wrote no {lora_dir / WEIGHTS_NAME}; full log: {run.log_path}"
         )
+
+
+def _log_tail(path: Path, limit: int = 1 << 20) -> list[str]:
+    """The last `limit` bytes of a phase log, as lines (a verbose log can be large)."""
+    with open(path, "rb") as handle:
+        handle.seek(max(0, path.stat().st_size - limit))
+        return handle.read().decode("utf-8", errors="replace").splitlines()
 
 
 def _sha256(data: bytes) -> str:
@@ -508,7 +533,9 @@ def _fresh_manifest(plan: RunPlan, previous: RunManifest | None) -> RunManifest:
     s, cfg = plan.settings, plan.configs["slow"]
     manifest = RunManifest(
         glance_version=__version__,
-        model=cfg.pretrained_model_name_or_path,
+        model=plan.source.model,
+        model_revision=plan.source.revision,
+        model_path=str(plan.source.folder) if plan.source.folder is not None else None,
         family=plan.family.name,
         resolution=s.resolution,
         slow_timesteps=list(plan.lists.slow),
@@ -551,9 +578,31 @@ def train(
     num_processes: int = 1,
     reporter: Reporter | None = None,
 ) -> RunManifest:
-    """Run the phases that need it and return the manifest (also saved to plan.manifest_path)."""
+    """Run the phases that need it and return the manifest (also saved to plan.manifest_path).
+
+    Holds the run folder's lock throughout: a second run on the same folder stops at once.
+    """
+    if plan.source.folder is None:
+        raise GlanceError(f"{plan.source.model} is not downloaded yet; plan the run with fetch=True")
     reporter = reporter or Reporter()
     launches = {launch.phase: launch for launch in phase_launches(plan, parallel=parallel, num_processes=num_processes)}
+    check_writable_dir(plan.output_dir)
+    with RunLock(plan.output_dir):
+        return _train_locked(
+            plan, launches, force=force, only=only, parallel=parallel, reporter=reporter, num_processes=num_processes
+        )
+
+
+def _train_locked(
+    plan: RunPlan,
+    launches: dict[PhaseName, PhaseLaunch],
+    *,
+    force: bool,
+    only: PhaseName | None,
+    parallel: bool,
+    num_processes: int,
+    reporter: Reporter,
+) -> RunManifest:
     previous = load_manifest(plan.manifest_path) if plan.manifest_path.is_file() else None
     written = write_configs(plan, force=force, replaceable=_unchanged_since(previous))
     accelerate = accelerate_config_path(plan, num_processes)
@@ -630,10 +679,20 @@ def _wait_all(runs: dict[PhaseName, PhaseRun], plan: RunPlan, manifest: RunManif
         time.sleep(0.05)  # a finished phase is noticed within 50 ms
 
 
+def describe_source(source: ModelSource) -> str:
+    """One line on where the model comes from: its folder, or what is still to come."""
+    if source.folder is None:
+        return source.note or f"{source.model} (not downloaded yet)"
+    if source.on_hub:
+        return f"{source.model} at {source.revision} (cached: {source.folder})"
+    return str(source.folder)
+
+
 def describe_launches(plan: RunPlan, launches: list[PhaseLaunch], emit: Callable[[str], None] = print) -> None:
     """The --dry-run report: files, then each phase's exact command and environment changes."""
     import shlex
 
+    emit(f"model: {describe_source(plan.source)}")
     emit(plan.memory.describe())
     emit("config files:")
     for path in plan.files():

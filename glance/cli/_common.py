@@ -52,6 +52,10 @@ ModelOpt = Annotated[
     str | None,
     typer.Option("--model", "-m", help="Hub id or local diffusers folder. [default: black-forest-labs/FLUX.1-dev]"),
 ]
+RevisionOpt = Annotated[
+    str | None,
+    typer.Option(help="Hub model revision: branch, tag or commit hash. [default: main]"),
+]
 FamilyOpt = Annotated[
     FamilyName | None,
     typer.Option(help="Model family; read from a local model's model_index.json or known hub ids when left out."),

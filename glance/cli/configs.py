@@ -18,6 +18,7 @@ from glance.cli._common import (
     Quantize,
     QuantizeOpt,
     ResolutionOpt,
+    RevisionOpt,
     SlowTimestepsOpt,
     TrainDevice,
     cli_errors,
@@ -44,6 +45,7 @@ def settings_from_options(
     *,
     model: str | None,
     family,
+    revision: str | None = None,
     resolution: int,
     steps: int | None,
     rank: int | None,
@@ -64,6 +66,7 @@ def settings_from_options(
     return TrainSettings(
         image=image,
         model=model or DEFAULT_MODEL,
+        revision=revision,
         family=family.value if family is not None else None,
         resolution=resolution,
         steps=steps,
@@ -95,6 +98,7 @@ def configs_command(
     image: ImageArg = Path("data/glance.png"),
     out: Annotated[Path, typer.Option("--out", help="Where the three SimpleTuner JSON files go.")] = Path("config"),
     model: ModelOpt = None,
+    revision: RevisionOpt = None,
     family: FamilyOpt = None,
     resolution: ResolutionOpt = 1024,
     steps: StepsOpt = None,
@@ -121,6 +125,7 @@ def configs_command(
     settings = settings_from_options(
         image,
         model=model,
+        revision=revision,
         family=family,
         resolution=resolution,
         steps=steps,
@@ -136,7 +141,7 @@ def configs_command(
         gradient_checkpointing=gradient_checkpointing,
         gpu_memory=gpu_memory,
     )
-    plan = plan_run(settings)
+    plan = plan_run(settings, fetch=check)
     print(plan.memory.describe())
     if check:
         from glance.simpletuner import parser_check
@@ -144,6 +149,8 @@ def configs_command(
         for phase, config in plan.configs.items():
             parser_check(config)
             print(f"SimpleTuner's parser accepts the {phase} config")
+    if plan.source.folder is None:
+        print(f"model: {plan.source.note}")
     for path in write_configs(plan, force=force):
         print(f"wrote {path}")
     print(f"staged {plan.pair.image} -> {plan.dataset_dir}")

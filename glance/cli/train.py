@@ -19,6 +19,7 @@ from glance.cli._common import (
     Quantize,
     QuantizeOpt,
     ResolutionOpt,
+    RevisionOpt,
     SlowTimestepsOpt,
     TrainDevice,
     cli_errors,
@@ -54,6 +55,7 @@ EPILOG = examples(
 def train_command(
     image: ImageArg = Path("data/glance.png"),
     model: ModelOpt = None,
+    revision: RevisionOpt = None,
     family: FamilyOpt = None,
     resolution: ResolutionOpt = 1024,
     steps: StepsOpt = None,
@@ -93,6 +95,7 @@ def train_command(
     settings = settings_from_options(
         image,
         model=model,
+        revision=revision,
         family=family,
         resolution=resolution,
         steps=steps,
@@ -109,7 +112,7 @@ def train_command(
         gradient_checkpointing=gradient_checkpointing,
         gpu_memory=gpu_memory,
     )
-    plan = plan_run(settings)
+    plan = plan_run(settings, fetch=not dry_run)
     if dry_run:
         describe_launches(plan, phase_launches(plan, parallel=parallel, num_processes=num_processes))
         return
