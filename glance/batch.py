@@ -34,17 +34,14 @@ def parse_seeds(spec: str) -> list[int]:
     for part in spec.split(","):
         part = part.strip()
         try:
-            if "-" in part.lstrip("-"):
-                first, last = (int(value) for value in part.split("-", 1))
-                if last < first:
-                    raise GlanceError(f"--seeds {spec}: the range {part} runs backwards")
-                seeds.extend(range(first, last + 1))
-            else:
-                seeds.append(int(part))
+            first, last = (int(value) for value in part.split("-", 1)) if "-" in part.lstrip("-") else (int(part),) * 2
         except ValueError:
             raise GlanceError(
                 f"--seeds {spec}: {part!r} is not a seed; give a number (3), a list (0,5,9) or a range (0-7)"
             ) from None
+        if last < first:
+            raise GlanceError(f"--seeds {spec}: the range {part} runs backwards")
+        seeds.extend(range(first, last + 1))
     for seed in seeds:
         if not 0 <= seed <= MAX_SEED:
             raise GlanceError(f"--seeds {spec}: seed {seed} is out of range (0 to {MAX_SEED})")

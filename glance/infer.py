@@ -305,7 +305,6 @@ def render_images(
         started = time.perf_counter()
         adapter_weights = {name: lora.load_into(pipe, name) for name, lora in loras.items()}
         load_seconds += time.perf_counter() - started
-        lora_records = {name: lora.describe(pipe.transformer, name) for name, lora in loras.items()}
 
         lists = options.lists
         pipe.scheduler = exact_scheduler(pipe.scheduler.config)
@@ -339,7 +338,8 @@ def render_images(
                 "slow_timesteps": list(lists.slow),
                 "fast_timesteps": list(lists.fast),
                 **_trace_summary(trace, image),
-                "loras": lora_records,
+                # read after the call: each adapter's scale is set when set_adapters activates it
+                "loras": {name: lora.describe(pipe.transformer, name) for name, lora in loras.items()},
             }
             base_image, base = bases.pop(job.index, (None, None))
             # Written once checked: a failure above leaves neither this image nor its base image behind.
