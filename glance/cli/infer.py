@@ -55,7 +55,9 @@ def infer_command(
     prompts: Annotated[
         list[str] | None,
         typer.Argument(
-            help="What to draw, one or more prompts; usually close to the training caption.", show_default=False
+            metavar="PROMPT",
+            help="What to draw, one or more prompts; usually close to the training caption.",
+            show_default=False,
         ),
     ] = None,
     prompts_file: Annotated[
