@@ -185,9 +185,12 @@ def main(argv: list[str] | None = None) -> int:
         cmd = ["infer", PROMPT, "-o", str(run), "--quantize", "int8", "--device", args.device]
         cmd += ["--out", str(work / "int8.png"), "--force", "--json", *loras]
         sample = run_glance(cmd, work / "infer-int8.log")
-        record = _last_json(work / "infer-int8.log")
-        if record is not None:
-            sample.update({k: record.get(k) for k in ("seconds", "quantize", "memory_plan", "sigmas", "width")})
+        printed = _last_json(work / "infer-int8.log")
+        if printed is not None and printed.get("images"):
+            image = printed["images"][0]
+            record = image["record"]
+            sample.update({k: record.get(k) for k in ("quantize", "memory_plan", "sigmas", "width")})
+            sample.update(seconds=image["seconds"], load_seconds=printed["load_seconds"])
             sample["adapters"] = [step["adapters"] for step in record.get("steps", [])]
         save("infer_int8", sample)
 

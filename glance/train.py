@@ -18,7 +18,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -42,6 +42,7 @@ from glance.manifest import (
 )
 from glance.memory import QuantizeChoice, TrainingPlan, model_sizes, oom_advice, plan_training
 from glance.pair import DEFAULT_IMAGE, ImagePair, check_pair, stage_pair
+from glance.progress import PhaseProgress, Reporter
 from glance.schedule import TimestepLists, default_lists, parse_lists, to_simpletuner
 from glance.simpletuner import (
     CPU_SHIM_DIR,
@@ -339,81 +340,6 @@ def accelerate_config_path(plan: RunPlan, num_processes: int) -> Path | None:
     if num_processes == 1:
         return None
     return plan.settings.config_dir / f"accelerate-{num_processes}.yaml"
-
-
-# tqdm's line: "Epoch 1/0, Steps:  40%|████      | 2/5 [00:03<00:04,  1.5s/it, lr=0.0005, step_loss=0.0973]"
-_STEP = re.compile(r"(\d+)/(\d+) \[")
-_LOSS = re.compile(r"\bstep_loss=([-+0-9.eE]+|nan)")
-
-
-@dataclass
-class PhaseProgress:
-    phase: PhaseName
-    total: int
-    step: int = 0
-    loss: float | None = None
-    started: float = field(default_factory=time.monotonic)
-    started_steps: bool = False  # SimpleTuner has shown its step bar
-
-    def update(self, line: str) -> bool:
-        """Read one line of SimpleTuner's output; True when it moved the progress."""
-        step, loss = _STEP.search(line), _LOSS.search(line)
-        if step is None or int(step.group(2)) != self.total:
-            return False
-        self.step = int(step.group(1))
-        self.started_steps = True
-        if loss is not None:
-            self.loss = float(loss.group(1))
-        return True
-
-    def render(self) -> str:
-        elapsed = int(time.monotonic() - self.started)
-        loss = f"  loss {self.loss:.4f}" if self.loss is not None else ""
-        clock = f"{elapsed // 60}:{elapsed % 60:02d}"
-        if not self.started_steps:
-            return f"{self.phase}: starting SimpleTuner (loading the model, caching)  {clock}"
-        return f"{self.phase}: step {self.step}/{self.total}{loss}  {clock}"
-
-
-class Reporter:
-    """Where progress goes: one live line per phase on a terminal; in a log, a line per tenth of a phase."""
-
-    def __init__(self, verbose: bool = False, stream=None):
-        self.verbose = verbose
-        self.stream = stream or sys.stderr
-        self.live = self.stream.isatty() and not verbose
-        self._lock = threading.Lock()
-        self._shown: dict[str, str] = {}
-        self._logged_tenth: dict[str, int] = {}
-
-    def message(self, text: str) -> None:
-        with self._lock:
-            self._clear_live()
-            print(text, file=self.stream, flush=True)
-
-    def raw(self, phase: str, line: str) -> None:
-        if self.verbose:
-            with self._lock:
-                print(f"[{phase}] {line}", file=self.stream, flush=True)
-
-    def progress(self, progress: PhaseProgress) -> None:
-        if self.verbose:  # the raw lines already show it
-            return
-        with self._lock:
-            if self.live:
-                self._shown[progress.phase] = progress.render()
-                self.stream.write("\r\x1b[2K" + "  |  ".join(self._shown.values()))
-                self.stream.flush()
-                return
-            tenth = progress.step * 10 // progress.total
-            if tenth > self._logged_tenth.get(progress.phase, 0):
-                self._logged_tenth[progress.phase] = tenth
-                print(progress.render(), file=self.stream, flush=True)
-
-    def _clear_live(self) -> None:
-        if self.live and self._shown:
-            self.stream.write("\r\x1b[2K")
-            self._shown.clear()
 
 
 class PhaseRun:

@@ -210,7 +210,7 @@ def test_second_run_and_infer_make_no_hub_requests(hub, sd3_from_hub):
         cwd=root, hub=hub, hf_home=hf_home, HF_HUB_OFFLINE="1",
     )  # fmt: skip
     assert sampled.returncode == 0, sampled.stderr
-    assert (root / "sd3.png").is_file() and json.loads(sampled.stdout)["family"] == "sd3"
+    assert (root / "sd3.png").is_file() and json.loads(sampled.stdout)["images"][0]["record"]["family"] == "sd3"
 
 
 # --- Qwen-Image trains for real too (FLUX: tests/support/training.py; SD3: above) --------------------
@@ -233,5 +233,5 @@ def test_qwen_image_trains_both_phases_and_samples(tiny, tmp_path):
     assert manifest.complete and manifest.family == "qwen_image" and manifest.model_path == model
     sampled = run("infer", "a red circle", "--device", "cpu", "--out", "qwen.png", "--json")
     assert sampled.returncode == 0, sampled.stderr
-    summary = json.loads(sampled.stdout)
+    summary = json.loads(sampled.stdout)["images"][0]["record"]
     assert (tmp_path / "qwen.png").is_file() and summary["family"] == "qwen_image"

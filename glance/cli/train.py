@@ -116,7 +116,7 @@ def train_command(
     if dry_run:
         describe_launches(plan, phase_launches(plan, parallel=parallel, num_processes=num_processes))
         return
-    from glance.train import Reporter
+    from glance.progress import Reporter
 
     try:
         manifest = train(
