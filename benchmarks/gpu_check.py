@@ -187,10 +187,10 @@ def main(argv: list[str] | None = None) -> int:
         sample = run_glance(cmd, work / "infer-int8.log")
         printed = _last_json(work / "infer-int8.log")
         if printed is not None and printed.get("images"):
-            image = printed["images"][0]
-            record = image["record"]
+            rendered = printed["images"][0]  # (`image` is the training image)
+            record = rendered["record"]
             sample.update({k: record.get(k) for k in ("quantize", "memory_plan", "sigmas", "width")})
-            sample.update(seconds=image["seconds"], load_seconds=printed["load_seconds"])
+            sample.update(seconds=rendered["seconds"], load_seconds=printed["load_seconds"])
             sample["adapters"] = [step["adapters"] for step in record.get("steps", [])]
         save("infer_int8", sample)
 
