@@ -18,6 +18,7 @@ EPILOG = examples(
     "--slow-timesteps 1000,986.9786,973.2042,958.6094,943.1188 "
     "--fast-timesteps 926.6473,825.7017,677.9868,441.1997,60.5503",
     'glance infer "a red circle" -o output --device cpu --json',
+    'glance infer --lora-repo you/lighthouse-glance "a lighthouse at dawn"',
 )
 
 
@@ -53,6 +54,15 @@ class InferDtype(StrEnum):
 def infer_command(
     prompt: Annotated[str, typer.Argument(help="What to draw; usually close to the training caption.")],
     output_dir: OutputDirOpt = Path("output"),
+    lora_repo: Annotated[
+        str | None,
+        typer.Option(
+            "--lora-repo", help="Sample a pair pushed with `glance push` (Hub repo id) instead of OUTPUT_DIR."
+        ),
+    ] = None,
+    lora_revision: Annotated[
+        str | None, typer.Option("--lora-revision", help="Branch, tag or commit of --lora-repo.")
+    ] = None,
     model: ModelOpt = None,
     family: FamilyOpt = None,
     slow: Annotated[Path | None, typer.Option(help="Slow LoRA folder. [default: from OUTPUT_DIR/glance.json]")] = None,
@@ -97,6 +107,10 @@ def infer_command(
     from glance.schedule import parse_lists
 
     lists = parse_lists(slow_timesteps, fast_timesteps)
+    if lora_repo is not None:  # its manifest and LoRAs, downloaded (cached), read like a run folder
+        from glance.share import fetch_pair
+
+        output_dir = fetch_pair(lora_repo, lora_revision)
     options = options_from_manifest(
         output_dir,
         prompt=prompt,
