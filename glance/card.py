@@ -72,7 +72,7 @@ def diffusers_snippet(manifest: RunManifest, repo_id: str, base_model: str, prom
     """Plain diffusers code that samples the pair exactly as `glance infer` does."""
     family = get_family(manifest.family)
     lists = manifest.lists
-    kwargs = "".join(f"    {name}={value!r},\n" for name, value in sampling_kwargs(manifest).items())
+    kwargs = "".join(f"    {name}={_py(value)},\n" for name, value in sampling_kwargs(manifest).items())
     loads = "".join(
         f'pipe.load_lora_weights(repo_id, subfolder="glance-{phase}", weight_name="{WEIGHTS_NAME}", '
         f'adapter_name="{phase}")\n'
@@ -81,8 +81,8 @@ def diffusers_snippet(manifest: RunManifest, repo_id: str, base_model: str, prom
     return f"""import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, {family.pipeline_class}
 
-repo_id = {repo_id!r}
-base_model = {base_model!r}
+repo_id = {_py(repo_id)}
+base_model = {_py(base_model)}
 device = "cuda" if torch.cuda.is_available() else "cpu"
 dtype = torch.bfloat16 if device == "cuda" else torch.float32
 
@@ -105,7 +105,7 @@ def switch_to_fast(pipe, step, timestep, callback_kwargs):
 
 
 image = pipe(
-    prompt={prompt!r},
+    prompt={_py(prompt)},
     width={manifest.resolution},
     height={manifest.resolution},
 {kwargs}    sigmas=slow_sigmas + fast_sigmas,
@@ -149,10 +149,10 @@ def render_card(
     total = len(lists.sigmas)
     prompt = samples[0].prompt if samples else (training.caption if training else "your prompt")
     seed = samples[0].seed if samples else 0
-    guidance = ", ".join(f"`{k}={v!r}`" for k, v in sampling_kwargs(manifest).items())
+    guidance = ", ".join(f"`{k}={_py(v)}`" for k, v in sampling_kwargs(manifest).items())
     versions = ", ".join(f"{name} {version}" for name, version in sorted(manifest.versions.items()))
     image_row = (
-        f"[{training.path}]({training.path}), caption: {training.caption!r}"
+        f"[{training.path}]({training.path}), caption: {_py(training.caption)}"
         if training
         else "one image and its caption (not published)"
     )
@@ -163,8 +163,8 @@ def render_card(
         ("steps per LoRA", str(manifest.steps)),
         ("LoRA rank", str(manifest.rank)),
         ("learning rate", f"{manifest.learning_rate:g}"),
-        ("slow timesteps", ", ".join(f"{t:g}" for t in lists.slow)),
-        ("fast timesteps", ", ".join(f"{t:g}" for t in lists.fast)),
+        ("slow timesteps", _numbers(lists.slow)),
+        ("fast timesteps", _numbers(lists.fast)),
         ("switch", f"the fast LoRA from step {switch + 1} of {total}"),
         ("guidance", guidance),
         ("trained with", versions or "glance"),
@@ -202,6 +202,17 @@ glance infer --lora-repo {repo_id} {_shell_quote(prompt)} --seed {seed}
 
 `glance.json` is the training run's manifest (lists, guidance, resolution); `glance infer` reads it.
 """
+
+
+def _py(value) -> str:
+    """A Python literal for the snippet; strings in double quotes, like the code around them."""
+    import json
+
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else repr(value)
+
+
+def _numbers(values) -> str:
+    return ", ".join(f"{v:.4f}".rstrip("0").rstrip(".") for v in values)
 
 
 def _shell_quote(text: str) -> str:
