@@ -1,7 +1,7 @@
 """Speed and memory of glance against the baselines it replaces, measured in the same run.
 
     .venv/bin/python benchmarks/run.py                 # all three, prints a table, writes benchmarks/latest.json
-    .venv/bin/python benchmarks/run.py --only infer    # infer | train | startup
+    .venv/bin/python benchmarks/run.py --only infer    # infer | train | startup | many
 
 1. infer:   `glance infer` (one pipeline, one loop) against the published two-call recipe (two
             `from_pretrained`, slow call then fast call) on the same synthetic FLUX with >= 1 GB
@@ -9,6 +9,10 @@
 2. train:   `glance train` (both phases, one shared cache) against two bare `simpletuner train`
             runs with separate caches, on the same tiny FLUX, image and steps.
 3. startup: `glance --help` against `hf --help` (huggingface_hub's CLI, installed with SimpleTuner).
+4. many:    eight images (two prompts x four seeds): one `glance infer` process against eight runs
+            of the published recipe, on the same bench model. Wall time, and the overhead beyond
+            sampling: wall time minus the time spent in the denoising steps (the part a GPU makes
+            small, so the overhead ratio is the figure that carries over to a GPU).
 
 Every measurement runs in a fresh child process (peak RSS is the child's own). Nothing here is
 asserted by the tests.
@@ -31,6 +35,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 VENV_BIN = Path(sys.executable).parent
 PROMPT = "a red circle and a blue square on a warm gradient"
+MANY_PROMPTS = (PROMPT, "a lighthouse at sunset")
+MANY_SEEDS = (0, 1, 2, 3)
 INFER_SIZE = 256  # px; the bench model's VAE downsamples 8x like the real one
 TRAIN_STEPS = 4
 
@@ -82,13 +88,35 @@ def child_glance_infer(work: Path) -> dict:
     return {
         "wall_s": time.perf_counter() - start,
         "load_s": result.load_seconds,
-        "sample_s": result.seconds,
+        "sample_s": result.images[0].seconds,
         "peak_rss_mb": _peak_rss_mb(),
         "model_loads": loads[0],
     }
 
 
-def child_recipe_infer(work: Path) -> dict:
+def _denoise_clock(pipe):
+    """(spans, callback): pass the callback as callback_on_step_end; spans gets each call's denoising seconds.
+
+    The span runs from the first transformer call to the last step's end, as glance measures its own
+    images (glance/infer.py, _render). Measurement only: the callback changes nothing.
+    """
+    spans: list[float] = []
+    first: list[float] = []
+
+    def pre_hook(module, args):
+        if not first:
+            first.append(time.perf_counter())
+
+    def at_step_end(pipe, step, timestep, callback_kwargs):
+        if step == pipe.num_timesteps - 1:
+            spans.append(time.perf_counter() - first.pop())
+        return {}
+
+    pipe.transformer.register_forward_pre_hook(pre_hook)
+    return spans, at_step_end
+
+
+def child_recipe_infer(work: Path, prompt: str = PROMPT, seed: int = 0, out: str = "recipe.png") -> dict:
     """../shared/seed's step 4, as published (torch_dtype renamed dtype; CPU and float32 here)."""
     start = time.perf_counter()
     loads = _count_pipeline_loads()
@@ -100,16 +128,18 @@ def child_recipe_infer(work: Path) -> dict:
     manifest = load_manifest(work / "run" / "glance.json")
     slow_sigmas = [t / 1000.0 for t in manifest.slow_timesteps]
     fast_sigmas = [t / 1000.0 for t in manifest.fast_timesteps]
-    generator = torch.Generator(device="cpu").manual_seed(0)
+    generator = torch.Generator(device="cpu").manual_seed(seed)
 
     clock = time.perf_counter()
     pipe = FluxPipeline.from_pretrained(str(work / "model"), dtype=torch.float32).to("cpu")
     pipe.load_lora_weights(str(work / "run" / "glance-slow"))
     load_s = time.perf_counter() - clock
+    slow_denoise, slow_clock = _denoise_clock(pipe)
 
     clock = time.perf_counter()
     latents = pipe(
-        prompt=PROMPT,
+        prompt=prompt,
+        callback_on_step_end=slow_clock,
         num_inference_steps=len(slow_sigmas),
         sigmas=slow_sigmas,
         output_type="latent",
@@ -123,10 +153,12 @@ def child_recipe_infer(work: Path) -> dict:
     pipe_fast = FluxPipeline.from_pretrained(str(work / "model"), dtype=torch.float32).to("cpu")
     pipe_fast.load_lora_weights(str(work / "run" / "glance-fast"))
     load_s += time.perf_counter() - clock
+    fast_denoise, fast_clock = _denoise_clock(pipe_fast)
 
     clock = time.perf_counter()
     image = pipe_fast(
-        prompt=PROMPT,
+        prompt=prompt,
+        callback_on_step_end=fast_clock,
         num_inference_steps=len(fast_sigmas),
         sigmas=fast_sigmas,
         latents=latents,
@@ -136,11 +168,12 @@ def child_recipe_infer(work: Path) -> dict:
         width=INFER_SIZE,
     ).images[0]
     sample_s += time.perf_counter() - clock
-    image.save(work / "recipe.png")
+    image.save(work / out)
     return {
         "wall_s": time.perf_counter() - start,
         "load_s": load_s,
         "sample_s": sample_s,
+        "denoise_s": sum(slow_denoise) + sum(fast_denoise),
         "peak_rss_mb": _peak_rss_mb(),
         "model_loads": loads[0],
     }
@@ -149,9 +182,9 @@ def child_recipe_infer(work: Path) -> dict:
 CHILDREN = {"glance-infer": child_glance_infer, "recipe-infer": child_recipe_infer}
 
 
-def run_child(name: str, work: Path) -> dict:
+def run_child(name: str, work: Path, **kwargs) -> dict:
     proc = subprocess.run(
-        [sys.executable, __file__, "--child", name, "--workdir", str(work)],
+        [sys.executable, __file__, "--child", name, "--workdir", str(work), "--child-args", json.dumps(kwargs)],
         capture_output=True,
         text=True,
         env=dict(os.environ, HF_HUB_OFFLINE="1"),
@@ -211,6 +244,56 @@ def bench_infer(work: Path) -> dict:
         "ratio_load": glance["load_s"] / recipe["load_s"],
         "ratio_sample": glance["sample_s"] / recipe["sample_s"],
         "ratio_memory": glance["peak_rss_mb"] / recipe["peak_rss_mb"],
+    }
+
+
+def bench_many(work: Path) -> dict:
+    """Eight images: one `glance infer` for 2 prompts x 4 seeds against eight recipe processes.
+
+    Wall times are whole processes, measured here (interpreter start and imports included: they
+    are part of what each extra process costs). Overhead = wall - seconds in denoising steps.
+    """
+    prepare_infer(work)
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    seeds = ",".join(str(seed) for seed in MANY_SEEDS)
+    cmd = [sys.executable, "-m", "glance", "infer", *MANY_PROMPTS, "--seeds", seeds, "-o", str(work / "run")]
+    cmd += ["--out", str(work / "many" / "glance.png"), "--device", "cpu", "--dtype", "float32"]
+    cmd += ["--force", "--json", "--quiet"]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    glance_wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"glance infer failed:\n{proc.stderr[-3000:]}")
+    run = json.loads(proc.stdout)
+    glance = {
+        "wall_s": glance_wall,
+        "load_s": run["load_seconds"],
+        "denoise_s": sum(image["denoise_seconds"] for image in run["images"]),
+        "images": len(run["images"]),
+    }
+    recipe_runs = []
+    for prompt in MANY_PROMPTS:
+        for seed in MANY_SEEDS:
+            start = time.perf_counter()
+            child = run_child("recipe-infer", work, prompt=prompt, seed=seed, out=f"recipe-{len(recipe_runs)}.png")
+            recipe_runs.append({**child, "process_wall_s": time.perf_counter() - start})
+    recipe = {
+        "wall_s": sum(r["process_wall_s"] for r in recipe_runs),
+        "load_s": sum(r["load_s"] for r in recipe_runs),
+        "denoise_s": sum(r["denoise_s"] for r in recipe_runs),
+        "images": len(recipe_runs),
+        "runs": recipe_runs,
+    }
+    for side in (glance, recipe):
+        side["overhead_s"] = side["wall_s"] - side["denoise_s"]
+    return {
+        "size_px": INFER_SIZE,
+        "prompts": len(MANY_PROMPTS),
+        "seeds": len(MANY_SEEDS),
+        "glance": glance,
+        "recipe": recipe,
+        "ratio_time": glance["wall_s"] / recipe["wall_s"],
+        "ratio_overhead": glance["overhead_s"] / recipe["overhead_s"],
     }
 
 
@@ -331,6 +414,15 @@ def print_table(results: dict) -> None:
             ("  sampling 10 steps (s)", f"{g['sample_s']:.1f}", f"{b['sample_s']:.1f}", f"{r['ratio_sample']:.2f}", "")
         )
         rows.append(("infer pipeline loads", str(g["model_loads"]), str(b["model_loads"]), "", ""))
+    if "many" in results:
+        r = results["many"]
+        g, b = r["glance"], r["recipe"]
+        n = g["images"]
+        rows.append((f"{n} images wall time (s)", f"{g['wall_s']:.1f}", f"{b['wall_s']:.1f}", f"{r['ratio_time']:.2f}",
+                     ""))  # fmt: skip
+        rows.append(("  in denoising steps (s)", f"{g['denoise_s']:.1f}", f"{b['denoise_s']:.1f}", "", ""))
+        rows.append((f"{n} images overhead beyond sampling (s)", f"{g['overhead_s']:.1f}", f"{b['overhead_s']:.1f}",
+                     f"{r['ratio_overhead']:.2f}", "<= 0.15"))  # fmt: skip
     if "train" in results:
         r = results["train"]
         rows.append(("train both phases (s)", f"{r['glance_s']:.1f}", f"{r['bare_s']:.1f}", f"{r['ratio_time']:.2f}",
@@ -340,22 +432,23 @@ def print_table(results: dict) -> None:
         rows.append(("--help (s)", f"{r['glance_help_s']:.3f}", f"{r['hf_help_s']:.3f}", f"{r['ratio_time']:.2f}",
                      "<= 0.3 s"))  # fmt: skip
     for name, *cells in rows:
-        print(f"{name:<30}" + "".join(f"{cell:>11}" for cell in cells))
+        print(f"{name:<40}" + "".join(f"{cell:>11}" for cell in cells))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=("infer", "train", "startup"), action="append")
+    parser.add_argument("--only", choices=("infer", "train", "startup", "many"), action="append")
     parser.add_argument("--workdir", type=Path, default=HERE / "work")
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
+    parser.add_argument("--child-args", default="{}", help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, default=HERE / "latest.json", help="where the results go")
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(CHILDREN[args.child](args.workdir)))
+        print(json.dumps(CHILDREN[args.child](args.workdir, **json.loads(args.child_args))))
         return
     os.environ["HF_HUB_OFFLINE"] = "1"
     args.workdir.mkdir(parents=True, exist_ok=True)
-    chosen = args.only or ["startup", "train", "infer"]
+    chosen = args.only or ["startup", "train", "infer", "many"]
     results: dict = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M")}
     if "startup" in chosen:
         results["startup"] = bench_startup()
@@ -363,6 +456,8 @@ def main() -> None:
         results["train"] = bench_train(args.workdir / "train")
     if "infer" in chosen:
         results["infer"] = bench_infer(args.workdir / "infer")
+    if "many" in chosen:
+        results["many"] = bench_many(args.workdir / "infer")  # the same bench model and LoRAs
     print_table(results)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nsaved {args.json}")

@@ -37,9 +37,11 @@ def run_demo(
 ) -> DemoResult:
     """Run (or resume) the demo in `workdir`; stages that are already done are reused."""
     from glance.infer import options_from_manifest, run_infer
+    from glance.progress import Reporter, library_output
     from glance.tiny import build_tiny_model, write_sample_pair
     from glance.train import TrainSettings, plan_run, train
 
+    reporter = reporter or Reporter()
     workdir = Path(workdir).resolve()
     seconds: dict[str, float] = {}
 
@@ -50,7 +52,8 @@ def run_demo(
         emit(f"[{name}] {seconds[name]:.1f} s")
         return value
 
-    model = stage("tiny model", lambda: build_tiny_model("flux", workdir / "tiny-flux"))
+    with library_output(reporter.verbose):
+        model = stage("tiny model", lambda: build_tiny_model("flux", workdir / "tiny-flux"))
     image = stage("sample pair", lambda: write_sample_pair(workdir / "data", size=DEMO_RESOLUTION))
     settings = TrainSettings(
         image=image,
@@ -66,7 +69,7 @@ def run_demo(
     # The demo's own image in its own folder: replacing it on a re-run is what the user asked for.
     out = workdir / "glance.png"
     options = options_from_manifest(plan.output_dir, prompt=prompt, out=out, device="cpu", force=True)
-    result = stage("infer (diffusers, 1 pipeline)", lambda: run_infer(options))
+    result = stage("infer (diffusers, 1 pipeline)", lambda: run_infer(options, reporter))
     return DemoResult(
         workdir=workdir,
         model=model,

@@ -1,32 +1,57 @@
 """The diffusers boundary: one pipeline, the exact trained sigmas, the slow -> fast LoRA switch.
 
-One pipeline call samples the whole chain. Its scheduler is rebuilt without any shifting, so it
-steps through exactly the sigmas SimpleTuner trained on (slow then fast, then the 0 the scheduler
-appends), and a step-end callback swaps the "slow" adapter for the "fast" one after the last slow
-step. What actually ran (the sigma of each step and the adapter active for it) is recorded at the
-scheduler and returned, and written into the PNG.
+The pipeline and both LoRAs load once; then every prompt x seed is sampled by one pipeline call
+each. The scheduler is rebuilt without any shifting, so it steps through exactly the sigmas
+SimpleTuner trained on (slow then fast, then the 0 the scheduler appends), and a step-end callback
+swaps the "slow" adapter for the "fast" one after the last slow step. What actually ran (the sigma
+of each step and the adapter active for it) is recorded at the scheduler, checked for every image,
+and written into its PNG. With --compare the base model renders each prompt x seed first, at its
+own N-step schedule, before any LoRA layer exists.
 
 torch, diffusers and PIL are imported inside the functions, so importing this module stays cheap.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from glance import __version__
+from glance.batch import ImageJob, base_image_path, plan_images, sheet_path
 from glance.families import Family, GlanceError, read_json, resolve_family
 from glance.files import check_writable_dir, write_atomic
 from glance.manifest import MANIFEST_NAME, WEIGHTS_NAME, load_manifest
+from glance.memory import (
+    QuantizeChoice,
+    SamplingPlan,
+    is_out_of_memory,
+    is_quantized,
+    model_sizes,
+    pipeline_quantization_config,
+    plan_sampling,
+    sampling_oom_message,
+)
+from glance.progress import ImageProgress, Reporter, library_output
 from glance.schedule import TimestepLists, switch_step
+
+__all__ = [  # base_image_path is part of this module's interface (the name of a --compare base image)
+    "InferOptions",
+    "InferRun",
+    "ImageResult",
+    "base_image_path",
+    "options_from_manifest",
+    "run_infer",
+]
 
 ADAPTERS = ("slow", "fast")
 PNG_PARAMETERS_KEY = "parameters"  # the human-readable line A1111 / ComfyUI tools show
@@ -39,18 +64,21 @@ DtypeChoice = Literal["auto", "bfloat16", "float16", "float32"]
 
 
 class InferOptions(BaseModel):
-    """Everything one `glance infer` run needs; `options_from_manifest` fills it from a training run."""
+    """Everything one `glance infer` run needs; `options_from_manifest` fills it from a training run.
+
+    `prompt=` and `seed=` (one image) are accepted for `prompts=[...]` and `seeds=[...]`.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    prompt: str
+    prompts: list[str] = Field(min_length=1)
     model: str  # hub id or local diffusers folder
     family: str | None = None  # detected from the model when left out
     lists: TimestepLists  # the slow and fast lists the LoRAs were trained on
     slow_lora: Path
     fast_lora: Path
-    out: Path = Path("glance.png")
-    seed: int = 0
+    out: Path = Path("glance.png")  # one image; several are numbered beside it (glance-001.png, ...)
+    seeds: list[int] = Field([0], min_length=1)
     width: int = Field(DEFAULT_SIZE, ge=16)
     height: int = Field(DEFAULT_SIZE, ge=16)
     guidance: float | None = None  # FLUX: embedded guidance; SD3: CFG scale. Default: the family recipe
@@ -59,8 +87,29 @@ class InferOptions(BaseModel):
     device: DeviceChoice = "auto"
     dtype: DtypeChoice = "auto"
     cpu_offload: bool = False
-    base_steps: int | None = Field(None, ge=1)  # also render the base model, without LoRAs, at its N-step schedule
+    quantize: QuantizeChoice = "auto"  # the memory plan (glance/memory.py): auto fits the GPU it runs on
+    gpu_memory: float | None = Field(None, gt=0)  # GiB to plan for instead of nvidia-smi's figure
+    compare: int | None = Field(None, ge=1)  # also render the base model, without LoRAs, at its N-step schedule
+    num_processes: int = Field(1, ge=1)  # processes (one pipeline and device each) sharing the images
     force: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_image(cls, values):
+        if isinstance(values, dict):
+            values = dict(values)
+            if "prompt" in values:
+                values["prompts"] = [values.pop("prompt")]
+            if "seed" in values:
+                values["seeds"] = [values.pop("seed")]
+        return values
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+            raise ValueError("seeds must be distinct and not negative")
+        return seeds
 
 
 @dataclass(frozen=True)
@@ -73,14 +122,34 @@ class StepRecord:
     adapters: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class InferResult:
+class ImageResult(BaseModel):
+    """One image written: where, what, how long, and the record its PNG carries."""
+
+    model_config = ConfigDict(frozen=True)
+
     image: Path
-    trace: list[StepRecord]
+    prompt: str
+    seed: int
+    seconds: float  # the pipeline call (text encoding, denoising, decoding)
+    denoise_seconds: float  # the denoising steps alone (first transformer call to the last scheduler step)
     summary: dict  # the same record the PNG carries under the "glance" key
-    seconds: float  # the pipeline call (denoising and decoding)
-    load_seconds: float  # loading the pipeline and the LoRAs
-    base: InferResult | None = None  # the base-model render of --base-steps
+    base: ImageResult | None = None  # --compare: the base model's image of the same prompt and seed
+
+    @property
+    def trace(self) -> list[StepRecord]:
+        return [StepRecord(s["step"], s["sigma"], s["sigma_next"], tuple(s["adapters"])) for s in self.summary["steps"]]
+
+
+@dataclass(frozen=True)
+class InferRun:
+    images: list[ImageResult]  # in prompt-major order, as numbered
+    load_seconds: float  # loading the pipeline and the LoRAs (the slowest process's, with several)
+    sheet: Path | None = None  # --compare: the contact sheet
+    processes: int = 1
+
+    @property
+    def image(self) -> Path:  # the first (with one prompt and seed, the only) image
+        return self.images[0].image
 
 
 def options_from_manifest(output_dir: Path, **overrides) -> InferOptions:
@@ -125,103 +194,232 @@ def options_from_manifest(output_dir: Path, **overrides) -> InferOptions:
         raise GlanceError(f"invalid option {where}: {first['msg']}") from None
 
 
-def base_image_path(out: Path, steps: int) -> Path:
-    """Where --base-steps puts the base model's image: beside --out, e.g. glance-base50.png."""
-    out = Path(out)
-    return out.with_name(f"{out.stem}-base{steps}{out.suffix}")
+def sampling_plan(options: InferOptions, family: Family, device: str, model: str | None = None) -> SamplingPlan:
+    """The memory plan for this run on `device`: quantization and offload (glance/memory.py)."""
+    return plan_sampling(
+        lambda: model_sizes(model or options.model, family),
+        device=device,
+        width=options.width,
+        height=options.height,
+        quantize=options.quantize,
+        cpu_offload=options.cpu_offload,
+        gpu_memory=options.gpu_memory,
+    )
 
 
-def run_infer(options: InferOptions) -> InferResult:
-    """Sample the slow and fast LoRAs in one pipeline call and write the PNG (and the base image)."""
-    import torch
+def _out_of_memory_advice(run):
+    """A CUDA out-of-memory error while sampling ends as one line naming the next lighter plan."""
 
-    family = resolve_family(options.model, options.family)
+    @functools.wraps(run)
+    def wrapper(options: InferOptions, *args, **kwargs):
+        try:
+            return run(options, *args, **kwargs)
+        except Exception as exc:
+            if not is_out_of_memory(f"{type(exc).__name__}: {exc}"):
+                raise
+            family = resolve_family(options.model, options.family)
+            raise GlanceError(sampling_oom_message(sampling_plan(options, family, "cuda"))) from None
+
+    return wrapper
+
+
+@_out_of_memory_advice
+def run_infer(options: InferOptions, reporter: Reporter | None = None) -> InferRun:
+    """Load once, sample every prompt x seed (and the base model with --compare), write the PNGs and the sheet.
+
+    Each image is written as soon as it is sampled and checked (its base image with it), so an
+    interrupted run keeps the images it finished; a failed check leaves that image unwritten.
+    """
+    from glance.hub import resolve_model
+
+    reporter = reporter or Reporter()
+    # A Hub model comes from the cache, else it is downloaded once, here; the records keep its hub id.
+    model_dir = resolve_model(options.model).path_or_id
+    family = resolve_family(model_dir, options.family)
     loras = {"slow": _read_lora("slow", options.slow_lora), "fast": _read_lora("fast", options.fast_lora)}
-    base_out = base_image_path(options.out, options.base_steps) if options.base_steps else None
-    for target in (options.out, base_out):
-        if target is not None:
-            _check_out(target, options.force)
+    jobs = plan_images(options.out, options.prompts, options.seeds, options.compare)
+    sheet = sheet_path(options.out) if options.compare else None
+    for job in jobs:
+        _check_out(job.out, options.force)
+        if job.base_out is not None:
+            _check_out(job.base_out, options.force)
+    if sheet is not None:
+        _check_out(sheet, options.force)
     device = _resolve_device(options.device)
-    dtype = _resolve_dtype(options.dtype, device)
     if options.cpu_offload and device == "cpu":
         raise GlanceError("--cpu-offload needs a cuda or mps device")
+    memory = sampling_plan(options, family, device, model_dir)
+    reporter.message(memory.describe())
 
-    started = time.perf_counter()
-    pipe = _load_pipeline(options.model, family, getattr(torch, dtype))
-    for lora in loras.values():
-        lora.check_fits(pipe.transformer, options.model)
-    if options.cpu_offload:
-        pipe.enable_model_cpu_offload(device=device)
-    else:
-        pipe.to(device)
-    load_seconds = time.perf_counter() - started
-    call_kwargs = {
-        "prompt": options.prompt,
-        "width": options.width,
-        "height": options.height,
-        **_guidance_kwargs(options, family, pipe),
-    }
-    common = {
-        "glance_version": __version__,
-        "prompt": options.prompt,
-        "negative_prompt": call_kwargs.get("negative_prompt"),
-        "seed": options.seed,
-        "model": options.model,
-        "family": family.name,
-        "guidance": call_kwargs.get("guidance_scale"),
-        "true_cfg": call_kwargs.get("true_cfg_scale"),
-        "device": device,
-        "dtype": dtype,
-    }
-
-    # The base model renders first, before any LoRA layer exists, with the pipeline's own scheduler.
-    base, base_image = None, None
-    if options.base_steps:
-        base_image, trace, seconds = _render(
-            pipe, {**call_kwargs, "num_inference_steps": options.base_steps}, options.seed
-        )
-        summary = {**common, "kind": "base", **_trace_summary(trace, base_image), "loras": {}}
-        base = InferResult(base_out, trace, summary, seconds, load_seconds)
-
-    started = time.perf_counter()
-    adapter_weights = {name: lora.load_into(pipe, name) for name, lora in loras.items()}
-    pipe.set_adapters("slow", adapter_weights=adapter_weights["slow"])
-    load_seconds += time.perf_counter() - started
-
-    lists = options.lists
-    pipe.scheduler = exact_scheduler(pipe.scheduler.config)
-    last_slow_step = switch_step(lists) - 1
-
-    def switch_to_fast(pipe, step, timestep, callback_kwargs):
-        if step == last_slow_step:
-            pipe.set_adapters("fast", adapter_weights=adapter_weights["fast"])
-        return {}
-
-    image, trace, seconds = _render(
-        pipe,
-        {
-            **call_kwargs,
-            "sigmas": lists.sigmas,
-            "num_inference_steps": len(lists.sigmas),
-            "callback_on_step_end": switch_to_fast,
-        },
-        options.seed,
+    spread = f", {options.num_processes} processes" if options.num_processes > 1 else ""
+    reporter.message(
+        f"loading {options.model} and the slow + fast LoRAs ({device}{spread}); {len(jobs)} image(s) to render"
     )
-    _check_trace(trace, lists)
-    summary = {
-        **common,
-        "kind": "glance",
-        "slow_timesteps": list(lists.slow),
-        "fast_timesteps": list(lists.fast),
-        **_trace_summary(trace, image),
-        "loras": {name: lora.describe(pipe.transformer, name) for name, lora in loras.items()},
-    }
+    if options.num_processes > 1:
+        from glance.spread import render_spread
 
-    # Written last, so a failure anywhere above leaves no image behind.
-    if base is not None:
-        write_atomic(base.image, _png_bytes(base_image, base.summary))
-    write_atomic(options.out, _png_bytes(image, summary))
-    return InferResult(options.out, trace, summary, seconds, load_seconds, base)
+        images, load_seconds = render_spread(options, jobs, device, reporter)
+    else:
+        images, load_seconds = render_images(
+            options,
+            jobs,
+            device,
+            reporter,
+            family=family,
+            loras=loras,
+            model_dir=model_dir,
+            memory=memory,
+            on_image=lambda r: reporter.result(result_line(r)),
+        )
+    if sheet is not None:
+        from glance.sheet import write_compare_sheet
+
+        write_compare_sheet(images, sheet)
+        reporter.result(f"wrote {sheet} (base model left, glance right; {len(images)} rows)")
+    return InferRun(images, load_seconds, sheet, options.num_processes)
+
+
+def result_line(result: ImageResult) -> str:
+    """The line printed when an image is written (its base image's line first)."""
+    lines = []
+    if result.base is not None:
+        base = result.base
+        lines.append(f"wrote {base.image} (base model, {len(base.summary['steps'])} steps, {base.seconds:.1f} s)")
+    prompt = result.prompt if len(result.prompt) <= 60 else result.prompt[:57] + "..."
+    lines.append(
+        f"wrote {result.image} ({len(result.summary['steps'])} steps, {result.seconds:.1f} s; "
+        f"seed {result.seed}: {prompt})"
+    )
+    return "\n".join(lines)
+
+
+def render_images(
+    options: InferOptions,
+    jobs: list[ImageJob],
+    device: str,
+    reporter: Reporter,
+    *,
+    family: Family | None = None,
+    loras: dict | None = None,
+    model_dir: str | None = None,
+    memory: SamplingPlan | None = None,
+    on_image: Callable[[ImageResult], None] | None = None,
+) -> tuple[list[ImageResult], float]:
+    """Load the pipeline and both LoRAs once and render `jobs` in order; (results, load seconds).
+
+    The one loop both a single process and every process of --num-processes run (a process of
+    --num-processes finds the model in the cache and plans for its own device).
+    """
+    import torch
+
+    if model_dir is None:
+        from glance.hub import resolve_model
+
+        model_dir = resolve_model(options.model).path_or_id
+    family = family or resolve_family(model_dir, options.family)
+    loras = loras or {"slow": _read_lora("slow", options.slow_lora), "fast": _read_lora("fast", options.fast_lora)}
+    memory = memory or sampling_plan(options, family, device, model_dir)
+    dtype = _resolve_dtype(options.dtype, device)
+    with library_output(reporter.verbose):
+        started = time.perf_counter()
+        pipe = _load_pipeline(model_dir, family, getattr(torch, dtype), memory)
+        for lora in loras.values():
+            lora.check_fits(pipe.transformer, options.model)
+        if memory.cpu_offload:
+            pipe.enable_model_cpu_offload(device=device)
+        else:
+            pipe.to(device)
+        pipe.set_progress_bar_config(disable=not reporter.verbose)  # glance shows its own line per image
+        load_seconds = time.perf_counter() - started
+        call_kwargs = {"width": options.width, "height": options.height, **_guidance_kwargs(options, family, pipe)}
+        common = {
+            "negative_prompt": call_kwargs.get("negative_prompt"),
+            "model": options.model,
+            "family": family.name,
+            "guidance": call_kwargs.get("guidance_scale"),
+            "true_cfg": call_kwargs.get("true_cfg_scale"),
+            "device": device,
+            "dtype": dtype,
+            "quantize": memory.quantize,
+            "memory_plan": memory.describe(),
+        }
+
+        def record(job: ImageJob) -> dict:  # the record's first keys, in the order a reader expects
+            return {"glance_version": __version__, "prompt": job.prompt, "seed": job.seed, **common}
+
+        # The base model renders first, before any LoRA layer exists, with the pipeline's own scheduler.
+        bases: dict[int, tuple] = {}
+        for job in jobs if options.compare else ():
+            progress = ImageProgress(f"{job.base_out.name} (base model)", options.compare, _detail(job))
+            image, trace, seconds, denoise = _render(
+                pipe,
+                {**call_kwargs, "prompt": job.prompt, "num_inference_steps": options.compare},
+                job.seed,
+                lambda progress=progress: (progress.advance(), reporter.progress(progress)),
+            )
+            summary = {**record(job), "kind": "base", **_trace_summary(trace, image), "loras": {}}
+            bases[job.index] = (image, ImageResult(
+                image=job.base_out, prompt=job.prompt, seed=job.seed, seconds=seconds, denoise_seconds=denoise,
+                summary=summary,
+            ))  # fmt: skip
+
+        started = time.perf_counter()
+        adapter_weights = {name: lora.load_into(pipe, name) for name, lora in loras.items()}
+        load_seconds += time.perf_counter() - started
+
+        lists = options.lists
+        pipe.scheduler = exact_scheduler(pipe.scheduler.config)
+        last_slow_step = switch_step(lists) - 1
+
+        def switch_to_fast(pipe, step, timestep, callback_kwargs):
+            if step == last_slow_step:
+                pipe.set_adapters("fast", adapter_weights=adapter_weights["fast"])
+            return {}
+
+        results = []
+        for job in jobs:
+            pipe.set_adapters("slow", adapter_weights=adapter_weights["slow"])  # the last image ended on "fast"
+            progress = ImageProgress(job.out.name, len(lists.sigmas), _detail(job))
+            image, trace, seconds, denoise = _render(
+                pipe,
+                {
+                    **call_kwargs,
+                    "prompt": job.prompt,
+                    "sigmas": lists.sigmas,
+                    "num_inference_steps": len(lists.sigmas),
+                    "callback_on_step_end": switch_to_fast,
+                },
+                job.seed,
+                lambda progress=progress: (progress.advance(), reporter.progress(progress)),
+            )
+            _check_trace(trace, lists)
+            summary = {
+                **record(job),
+                "kind": "glance",
+                "slow_timesteps": list(lists.slow),
+                "fast_timesteps": list(lists.fast),
+                **_trace_summary(trace, image),
+                # read after the call: each adapter's scale is set when set_adapters activates it
+                "loras": {name: lora.describe(pipe.transformer, name) for name, lora in loras.items()},
+            }
+            base_image, base = bases.pop(job.index, (None, None))
+            # Written once checked: a failure above leaves neither this image nor its base image behind.
+            if base is not None:
+                write_atomic(base.image, _png_bytes(base_image, base.summary))
+            write_atomic(job.out, _png_bytes(image, summary))
+            result = ImageResult(
+                image=job.out, prompt=job.prompt, seed=job.seed, seconds=seconds, denoise_seconds=denoise,
+                summary=summary, base=base,
+            )  # fmt: skip
+            results.append(result)
+            if on_image is not None:
+                on_image(result)
+    return results, load_seconds
+
+
+def _detail(job: ImageJob) -> str:
+    prompt = job.prompt if len(job.prompt) <= 40 else job.prompt[:37] + "..."
+    return f"seed {job.seed}: {prompt}"
 
 
 def exact_scheduler(config):
@@ -320,9 +518,18 @@ class _LoraFile:
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
-                pipe.load_lora_weights(
-                    str(self.folder), weight_name=WEIGHTS_NAME, adapter_name=adapter_name, use_safetensors=True
-                )
+                if is_quantized(pipe.transformer):  # diffusers' FLUX loader cannot read a quanto model's state dict
+                    pipe.transformer.load_lora_adapter(
+                        str(self.folder),
+                        weight_name=WEIGHTS_NAME,
+                        adapter_name=adapter_name,
+                        prefix="transformer",
+                        use_safetensors=True,
+                    )
+                else:
+                    pipe.load_lora_weights(
+                        str(self.folder), weight_name=WEIGHTS_NAME, adapter_name=adapter_name, use_safetensors=True
+                    )
         finally:
             diffusers_logging.set_verbosity(verbosity)
         for module_name, pair in self.weights.items():
@@ -439,12 +646,19 @@ def _resolve_dtype(choice: str, device: str) -> str:
     return "float32" if device == "cpu" else "bfloat16"
 
 
-def _load_pipeline(model: str, family: Family, dtype):
+def _load_pipeline(model: str, family: Family, dtype, memory: SamplingPlan | None = None):
+    import warnings
+
     import diffusers
 
     pipeline_class = getattr(diffusers, family.pipeline_class)
+    # The quanto backend quantizes each weight as it loads (on the CPU), so the bf16 model never reaches the GPU.
+    quantization = pipeline_quantization_config(memory) if memory is not None else None
     try:
-        return pipeline_class.from_pretrained(model, dtype=dtype, use_safetensors=True)
+        with warnings.catch_warnings():  # diffusers marks its quanto backend deprecated (for 1.0); it works in 0.42
+            warnings.filterwarnings("ignore", message=".*Quanto", category=FutureWarning)
+            quantized = {"quantization_config": quantization} if quantization is not None else {}
+            return pipeline_class.from_pretrained(model, dtype=dtype, use_safetensors=True, **quantized)
     except OSError as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise GlanceError(f"cannot load {model}: {first_line}") from None
@@ -473,13 +687,25 @@ def _guidance_kwargs(options: InferOptions, family: Family, pipe) -> dict:
     return kwargs
 
 
-def _render(pipe, call_kwargs: dict, seed: int):
-    """Run the pipeline once, recording each scheduler step as it happens; (image, trace, seconds)."""
+def _render(pipe, call_kwargs: dict, seed: int, on_step: Callable[[], None] | None = None):
+    """Run the pipeline once, recording each scheduler step as it happens; (image, trace, seconds, denoise seconds).
+
+    The denoising time runs from the first transformer call to the end of the last scheduler step
+    (on CUDA both ends wait for the device: two synchronisations per image).
+    """
     import torch
 
     scheduler = pipe.scheduler
     stepped: list[tuple] = []
     step = scheduler.step
+    cuda = pipe._execution_device.type == "cuda"
+    clock: dict[str, float] = {}
+
+    def first_call(module, args):
+        if "first" not in clock:
+            if cuda:
+                torch.cuda.synchronize()
+            clock["first"] = time.perf_counter()
 
     def recording_step(*args, **kwargs):
         adapters = tuple(pipe.get_active_adapters())  # the adapters the model call before this step ran with
@@ -487,9 +713,16 @@ def _render(pipe, call_kwargs: dict, seed: int):
         # The scheduler's own sigma tensor and the index it just stepped from (step() has advanced it);
         # read out after the run, so recording adds no device sync to the loop.
         stepped.append((scheduler.step_index - 1, scheduler.sigmas, adapters))
+        if scheduler.step_index == len(scheduler.timesteps):
+            if cuda:
+                torch.cuda.synchronize()
+            clock["last"] = time.perf_counter()
+        if on_step is not None:
+            on_step()
         return output
 
     scheduler.step = recording_step
+    hook = pipe.transformer.register_forward_pre_hook(first_call)
     try:
         started = time.perf_counter()
         # A CPU generator gives the same starting noise on every device.
@@ -498,11 +731,13 @@ def _render(pipe, call_kwargs: dict, seed: int):
         seconds = time.perf_counter() - started
     finally:
         del scheduler.step
+        hook.remove()
     trace = [
         StepRecord(index, float(sigmas[index]), float(sigmas[index + 1]), adapters)
         for index, sigmas, adapters in stepped
     ]
-    return image, trace, seconds
+    denoise = clock.get("last", 0.0) - clock.get("first", clock.get("last", 0.0))
+    return image, trace, seconds, denoise
 
 
 def _check_trace(trace: list[StepRecord], lists: TimestepLists) -> None:

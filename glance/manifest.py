@@ -38,6 +38,8 @@ class RunManifest(BaseModel):
 
     glance_version: str
     model: str  # hub id, or absolute path of a local diffusers folder
+    model_revision: str | None = None  # the Hub commit trained on
+    model_path: str | None = None  # the folder SimpleTuner read: the local folder or the cached Hub snapshot
     family: str
     resolution: int
     slow_timesteps: list[float]
@@ -47,6 +49,10 @@ class RunManifest(BaseModel):
     steps: int
     rank: int
     learning_rate: float
+    # The memory plan it trained with (glance/memory.py); infer plans afresh for the GPU it runs on.
+    quantize: Literal["none", "int8", "int4", "fp8"] | None = None
+    gradient_checkpointing: bool | None = None
+    memory_plan: str | None = None  # the plan's one line, estimate and card included
     versions: dict[str, str] = Field(default_factory=dict)
     phases: dict[PhaseName, PhaseRecord] = Field(default_factory=dict)
     # The config files this run wrote (absolute path -> sha256): while they still hold exactly that,

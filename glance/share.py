@@ -86,7 +86,9 @@ def card_base_model(manifest: RunManifest, base_model: str | None) -> str:
 
 def public_manifest(manifest: RunManifest, base_model: str) -> str:
     """The manifest as pushed: the base model's hub id, LoRA folders relative to the repo, no local paths."""
-    data = manifest.model_dump(mode="json", exclude={"written_configs"})
+    data = manifest.model_dump(mode="json", exclude={"written_configs", "model_path"})
+    if base_model != manifest.model:  # the revision was of the folder or repo trained on, not of this one
+        data["model_revision"] = None
     data["model"] = base_model
     data["phases"] = {phase: {**record, "lora_dir": f"glance-{phase}"} for phase, record in data["phases"].items()}
     RunManifest.model_validate(data)  # still a manifest `glance infer` reads
@@ -114,17 +116,13 @@ def find_samples(manifest: RunManifest, output_dir: Path, search: list[Path]) ->
     return found
 
 
-def render_samples(output_dir: Path, prompts: tuple[str, ...], emit: Callable[[str], None]) -> list[Path]:
-    """Render each prompt with `glance infer` into OUTPUT_DIR/samples (replacing earlier ones of the same name)."""
+def render_samples(output_dir: Path, prompts: tuple[str, ...]) -> list[Path]:
+    """Render the prompts with `glance infer` (one load) into OUTPUT_DIR/samples, replacing earlier samples."""
     from glance.infer import options_from_manifest, run_infer
 
-    written = []
-    for index, prompt in enumerate(prompts, start=1):
-        out = Path(output_dir) / SAMPLES_DIR / f"sample-{index}.png"
-        result = run_infer(options_from_manifest(output_dir, prompt=prompt, out=out, force=True))
-        emit(f"rendered {result.image} ({result.seconds:.1f} s)")
-        written.append(result.image)
-    return written
+    out = Path(output_dir) / SAMPLES_DIR / "sample.png"  # several prompts: sample-1.png, sample-2.png, ...
+    run = run_infer(options_from_manifest(output_dir, prompts=list(prompts), out=out, force=True))
+    return [image.image for image in run.images]
 
 
 def _public_png(source: Path, base_model: str) -> tuple[bytes, Sample]:
@@ -149,16 +147,14 @@ def _public_png(source: Path, base_model: str) -> tuple[bytes, Sample]:
     return buffer.getvalue(), Sample("", record["prompt"], record["seed"])
 
 
-def build_folder(
-    options: PushOptions, folder: Path, *, emit: Callable[[str], None] = print, search: list[Path] | None = None
-) -> PushResult:
+def build_folder(options: PushOptions, folder: Path, *, search: list[Path] | None = None) -> PushResult:
     """Write everything the repo will hold into `folder` (emptied first); nothing is uploaded."""
     manifest = load_finished_run(options.output_dir)
     base_model = card_base_model(manifest, options.base_model)
     manifest_path = Path(options.output_dir) / MANIFEST_NAME
     family = get_family(manifest.family)
     if options.sample_prompts:
-        render_samples(options.output_dir, options.sample_prompts, emit)
+        render_samples(options.output_dir, options.sample_prompts)
 
     folder = Path(folder)
     if folder.exists():
@@ -225,7 +221,7 @@ def push(options: PushOptions, *, emit: Callable[[str], None] = print) -> PushRe
         raise GlanceError(f"not logged in to the Hub: {LOGIN_HINT}")
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="glance-push-") as staging:
-        built = build_folder(options, Path(staging) / "repo", emit=emit)
+        built = build_folder(options, Path(staging) / "repo")
         emit(f"uploading {len(built.files)} files to {options.repo_id} ...")
         with _hub_errors(options.repo_id):
             api.create_repo(options.repo_id, private=options.private, exist_ok=True)

@@ -14,6 +14,7 @@ Everything glance knows about SimpleTuner 4.10.1's quirks lives here (../shared/
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -75,6 +76,9 @@ class DataloaderConfig(BaseModel):
         return [self.image.model_dump(), self.text_embeds.model_dump()]
 
 
+QuantoPrecision = Literal["int8-quanto", "int4-quanto", "fp8-quanto"]
+
+
 class TrainingConfig(BaseModel):
     """One phase's config.json. Unknown keys are refused here, as SimpleTuner would refuse them."""
 
@@ -106,6 +110,13 @@ class TrainingConfig(BaseModel):
     report_to: Literal["none"] = "none"
     flux_guidance_mode: Literal["constant"] | None = None
     flux_guidance_value: float | None = None
+    # The memory plan (glance/memory.py). SimpleTuner 4.10.1 checkpoints by default; glance always says which.
+    gradient_checkpointing: bool = True
+    base_model_precision: QuantoPrecision | None = None  # the transformer; the LoRA itself stays bf16
+    quantize_via: Literal["cpu"] | None = None  # default "accelerator" first moves the bf16 model to the GPU
+    text_encoder_1_precision: QuantoPrecision | None = None  # only the largest text encoder, only when needed
+    text_encoder_2_precision: QuantoPrecision | None = None
+    text_encoder_3_precision: QuantoPrecision | None = None
 
     def to_json(self) -> dict:
         return self.model_dump(exclude_none=True)
@@ -215,8 +226,8 @@ def phase_env(
     """The environment of one phase's child process.
 
     Starts from `base` (default: this process's environment), drops the variables that would point
-    SimpleTuner at another config, and puts the folder of `simpletuner` first on PATH (it starts
-    `accelerate` by name).
+    SimpleTuner at another config, forbids Hub look-ups (the model is a local folder by now), and
+    puts the folder of `simpletuner` first on PATH (it starts `accelerate` by name).
     """
     env = dict(os.environ if base is None else base)
     for name in CONFIG_VARIABLES:
@@ -227,6 +238,7 @@ def phase_env(
     env["MIXED_PRECISION"] = "bf16" if cuda else "no"
     env["PYTHONUNBUFFERED"] = "1"
     env["TOKENIZERS_PARALLELISM"] = "false"
+    env["HF_HUB_OFFLINE"] = "1"  # glance resolved the model to a local folder first: no Hub traffic in a phase
     if not cuda:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(CPU_SHIM_DIR), env.get("PYTHONPATH")) if p)
     if gpus is not None:
@@ -252,3 +264,29 @@ def accelerate_config_yaml(num_processes: int, mixed_precision: str) -> str:
         "use_cpu: false\n"
         "dynamo_config: {}\n"
     )
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+# "torch.OutOfMemoryError: CUDA out of memory ...", "[rank0]: ValueError: ...", "OSError: ..."
+_EXCEPTION_LINE = re.compile(
+    r"^(?:\[rank\d+\]:\s*)?((?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception|Exit))(?::\s*(.*))?$"
+)
+# The launcher's own exceptions: they say that the training process failed, not why.
+_WRAPPER_EXCEPTIONS = ("subprocess.CalledProcessError", "CalledProcessError", "SystemExit", "KeyboardInterrupt")
+
+
+def failure_cause(lines: list[str]) -> str | None:
+    """The root cause of a failed SimpleTuner run, read from its output: the last exception it raised.
+
+    accelerate prints its own `subprocess.CalledProcessError` (and TorchDynamo its statistics) after
+    SimpleTuner's traceback; those say only that training failed and are skipped. Colour codes are
+    removed. None when the output holds no exception line.
+    """
+    for raw in reversed(lines):
+        line = _ANSI.sub("", raw).strip()
+        match = _EXCEPTION_LINE.match(line)
+        if match is None or match.group(1) in _WRAPPER_EXCEPTIONS:
+            continue
+        name, message = match.groups()
+        return f"{name}: {message}" if message else name
+    return None

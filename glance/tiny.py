@@ -11,6 +11,9 @@ Scales:
            the real one (1024 px -> 4096 tokens), and a transformer of 576M parameters saved in
            bfloat16 (1.15 GB), so sampling time is the transformer's, as with the real model.
            Builds in ~20 s on 2 CPU cores, peaking near 3.5 GB of RAM.
+  "full"   FLUX only: the bench model with a FLUX.1-dev-sized transformer (19 + 38 blocks of width 3072,
+           11.89 B parameters, 24 GB in bfloat16) for GPU memory checks. Built directly in bfloat16 on
+           the GPU when there is one (seconds, plus writing 24 GB); on a CPU it needs ~30 GB of RAM.
 
 Heavy imports (torch, diffusers, transformers, tokenizers) happen inside the functions.
 """
@@ -29,7 +32,7 @@ from glance import __version__
 from glance.families import GlanceError, get_family
 from glance.files import needs_writing, write_atomic
 
-SCALES = ("tiny", "bench")
+SCALES = ("tiny", "bench", "full")
 STAMP_NAME = "glance-tiny.json"  # written last: a folder without it is not a finished build
 
 # What the tiny tokenizers learn their merges from. Qwen-Image's prompt template words are here so
@@ -58,8 +61,8 @@ def build_tiny_model(family: str, path: Path, *, seed: int = 0, scale: str = "ti
     name = get_family(family).name
     if scale not in SCALES:
         raise GlanceError(f"unknown tiny model scale {scale!r}; known scales: {', '.join(SCALES)}")
-    if scale == "bench" and name != "flux":
-        raise GlanceError("the bench scale is built for the flux family only")
+    if scale != "tiny" and name != "flux":
+        raise GlanceError(f"the {scale} scale is built for the flux family only")
     path = Path(path)
     stamp = {"family": name, "seed": seed, "scale": scale, "glance_version": __version__}
     existing = _read_stamp(path)
@@ -318,12 +321,44 @@ _FLUX_SCALES = {
     "bench": dict(
         num_layers=2, num_single_layers=4, attention_head_dim=128, num_attention_heads=16, axes_dims_rope=[16, 56, 56]
     ),
+    "full": dict(  # FLUX.1-dev's transformer, with the narrow text projections of the tiny text encoders
+        num_layers=19, num_single_layers=38, attention_head_dim=128, num_attention_heads=24, axes_dims_rope=[16, 56, 56]
+    ),
 }
 
 
-def _flux_pipeline(seed: int, scale: str):
+def _flux_transformer(seed: int, scale: str):
+    """The FLUX transformer of `scale`; "full" is made in bfloat16, on the GPU when there is one."""
     import torch
-    from diffusers import AutoencoderKL, FluxPipeline, FluxTransformer2DModel
+    from diffusers import FluxTransformer2DModel
+
+    latent_channels = 1 if scale == "tiny" else 16
+
+    def make():
+        return FluxTransformer2DModel(
+            patch_size=1,
+            in_channels=4 * latent_channels,  # the pipeline packs 2x2 latent pixels per token
+            joint_attention_dim=32,  # T5 d_model
+            pooled_projection_dim=32,  # CLIP hidden size
+            guidance_embeds=True,  # like FLUX.1-dev: guidance is an input of the model
+            **_FLUX_SCALES[scale],
+        )
+
+    if scale != "full":
+        transformer = _seeded(seed, make)
+        # FLUX.1-dev ships its transformer in bfloat16
+        return transformer.to(torch.bfloat16) if scale == "bench" else transformer
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)  # 11.9 B parameters: never materialise them in float32
+    try:
+        with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+            return _seeded(seed, make)
+    finally:
+        torch.set_default_dtype(default_dtype)
+
+
+def _flux_pipeline(seed: int, scale: str):
+    from diffusers import AutoencoderKL, FluxPipeline
     from transformers import CLIPTextModel
 
     if scale == "tiny":
@@ -348,19 +383,7 @@ def _flux_pipeline(seed: int, scale: str):
             **vae_config,
         ),
     )
-    transformer = _seeded(
-        seed,
-        lambda: FluxTransformer2DModel(
-            patch_size=1,
-            in_channels=4 * vae_config["latent_channels"],  # the pipeline packs 2x2 latent pixels per token
-            joint_attention_dim=32,  # T5 d_model
-            pooled_projection_dim=32,  # CLIP hidden size
-            guidance_embeds=True,  # like FLUX.1-dev: guidance is an input of the model
-            **_FLUX_SCALES[scale],
-        ),
-    )
-    if scale == "bench":
-        transformer = transformer.to(torch.bfloat16)  # FLUX.1-dev ships its transformer in bfloat16
+    transformer = _flux_transformer(seed, scale)
 
     tokenizer = _clip_tokenizer()
     tokenizer_2 = _t5_tokenizer()

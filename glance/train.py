@@ -18,7 +18,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -26,8 +26,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from glance import __version__
-from glance.families import DEFAULT_MODEL, Family, GlanceError, is_local_model, model_schedule, resolve_family
+from glance.families import DEFAULT_MODEL, FAMILIES, Family, GlanceError, model_schedule, resolve_family
 from glance.files import check_writable_dir, needs_writing, write_atomic
+from glance.hub import ModelSource, resolve_model
+from glance.lock import RunLock
 from glance.manifest import (
     MANIFEST_NAME,
     PHASES,
@@ -38,7 +40,9 @@ from glance.manifest import (
     load_manifest,
     package_versions,
 )
+from glance.memory import QuantizeChoice, TrainingPlan, model_sizes, oom_advice, plan_training
 from glance.pair import DEFAULT_IMAGE, ImagePair, check_pair, stage_pair
+from glance.progress import PhaseProgress, Reporter
 from glance.schedule import TimestepLists, default_lists, parse_lists, to_simpletuner
 from glance.simpletuner import (
     CPU_SHIM_DIR,
@@ -49,6 +53,7 @@ from glance.simpletuner import (
     accelerate_config_yaml,
     add_adapter_metadata,
     dump_json,
+    failure_cause,
     find_simpletuner,
     phase_command,
     phase_env,
@@ -64,6 +69,7 @@ class TrainSettings(BaseModel):
 
     image: Path = DEFAULT_IMAGE
     model: str = DEFAULT_MODEL
+    revision: str | None = None  # of a Hub model: branch, tag or commit (default: main)
     family: str | None = None
     resolution: int = Field(1024, ge=64)
     steps: int | None = Field(None, gt=0)
@@ -76,6 +82,9 @@ class TrainSettings(BaseModel):
     device: Device = "auto"
     seed: int = 0
     separate_caches: bool = False  # --parallel: two phases at once must not write one cache
+    quantize: QuantizeChoice = "auto"  # the memory plan (glance/memory.py)
+    gradient_checkpointing: bool | None = None  # None: as the plan says
+    gpu_memory: float | None = Field(None, gt=0)  # GiB of the card to plan for; None: nvidia-smi's
 
 
 def cuda_available(device: Device) -> bool:
@@ -96,6 +105,7 @@ class RunPlan:
     """
 
     settings: TrainSettings
+    source: ModelSource  # the model's folder (None until a Hub model is downloaded), id and revision
     family: Family
     pair: ImagePair
     lists: TimestepLists
@@ -103,6 +113,7 @@ class RunPlan:
     dataloaders: dict[PhaseName, tuple[Path, DataloaderConfig]]
     configs: dict[PhaseName, TrainingConfig]
     config_paths: dict[PhaseName, Path]
+    memory: TrainingPlan
 
     @property
     def output_dir(self) -> Path:
@@ -141,12 +152,12 @@ class RunPlan:
         return digest.hexdigest()
 
 
-def resolve_lists(settings: TrainSettings, family: Family) -> TimestepLists:
+def resolve_lists(settings: TrainSettings, family: Family, model: str) -> TimestepLists:
     """The user's lists, or the model's own (its 50-step schedule at the training resolution)."""
     given = parse_lists(settings.slow_timesteps, settings.fast_timesteps)
     if given is not None:
         return given
-    return default_lists(family, model_schedule(settings.model, family), settings.resolution)
+    return default_lists(family, model_schedule(model, family), settings.resolution)
 
 
 def run_relative(path: Path, run_dir: Path) -> str:
@@ -154,18 +165,41 @@ def run_relative(path: Path, run_dir: Path) -> str:
     return os.path.relpath(Path(path).resolve(), Path(run_dir).resolve())
 
 
-def plan_run(settings: TrainSettings) -> RunPlan:
-    """Check the inputs and compose the three configs. Writes nothing."""
-    family = resolve_family(settings.model, settings.family)
-    lists = resolve_lists(settings, family)
-    pair = check_pair(settings.image, family.min_image_side)
+def plan_run(settings: TrainSettings, *, fetch: bool = False) -> RunPlan:
+    """Check the inputs and compose the three configs. Writes nothing of the user's.
+
+    The model is looked up first (a Hub refusal fails here, in seconds); with `fetch` a Hub model
+    missing from the cache is then downloaded into it, after the pair has passed its checks.
+    Without `fetch` (--dry-run, `glance configs`) a model not yet downloaded is planned from
+    what is known, and the configs name its Hub id.
+    """
+    source = resolve_model(settings.model, revision=settings.revision, fetch=False)
+    # The pair is checked before a download; the family (known once the model is there) may ask more.
+    smallest_side = min(f.min_image_side for f in FAMILIES.values())
+    pair = check_pair(settings.image, smallest_side)
+    if fetch and source.folder is None:
+        source = resolve_model(settings.model, revision=settings.revision, fetch=True)
+    family = resolve_family(source.path_or_id, settings.family)
+    if family.min_image_side > smallest_side:
+        pair = check_pair(settings.image, family.min_image_side)
+    model = source.path_or_id
+    lists = resolve_lists(settings, family, model)
     cuda = cuda_available(settings.device)
-    model = str(Path(settings.model).expanduser().resolve()) if is_local_model(settings.model) else settings.model
 
     recipe = family.recipe
     steps = settings.steps or recipe.steps
     rank = settings.rank or recipe.rank
     cfg_dir = settings.config_dir
+    memory = plan_training(
+        lambda: model_sizes(model, family),
+        family=family.name,
+        resolution=settings.resolution,
+        rank=rank,
+        cuda=cuda,
+        quantize=settings.quantize,
+        gradient_checkpointing=settings.gradient_checkpointing,
+        gpu_memory=settings.gpu_memory,
+    )
 
     def dataloader(cache: str) -> DataloaderConfig:
         return DataloaderConfig(
@@ -198,13 +232,14 @@ def plan_run(settings: TrainSettings) -> RunPlan:
             mixed_precision="bf16" if cuda else "no",
             optimizer="adamw_bf16" if cuda else "torch-adamw",  # CPU: plain fp32 AdamW
             seed=settings.seed,
+            **memory.simpletuner_keys(),
             **family.simpletuner_extras,
             **({"flux_guidance_value": recipe.train_guidance} if recipe.train_guidance is not None else {}),
         )
         for phase in PHASES
     }
     config_paths = {phase: cfg_dir / f"glance-{phase}.json" for phase in PHASES}
-    return RunPlan(settings, family, pair, lists, cuda, dataloaders, configs, config_paths)
+    return RunPlan(settings, source, family, pair, lists, cuda, dataloaders, configs, config_paths, memory)
 
 
 def write_configs(plan: RunPlan, *, force: bool = False, replaceable: frozenset[Path] = frozenset()) -> list[Path]:
@@ -307,81 +342,6 @@ def accelerate_config_path(plan: RunPlan, num_processes: int) -> Path | None:
     return plan.settings.config_dir / f"accelerate-{num_processes}.yaml"
 
 
-# tqdm's line: "Epoch 1/0, Steps:  40%|████      | 2/5 [00:03<00:04,  1.5s/it, lr=0.0005, step_loss=0.0973]"
-_STEP = re.compile(r"(\d+)/(\d+) \[")
-_LOSS = re.compile(r"\bstep_loss=([-+0-9.eE]+|nan)")
-
-
-@dataclass
-class PhaseProgress:
-    phase: PhaseName
-    total: int
-    step: int = 0
-    loss: float | None = None
-    started: float = field(default_factory=time.monotonic)
-    started_steps: bool = False  # SimpleTuner has shown its step bar
-
-    def update(self, line: str) -> bool:
-        """Read one line of SimpleTuner's output; True when it moved the progress."""
-        step, loss = _STEP.search(line), _LOSS.search(line)
-        if step is None or int(step.group(2)) != self.total:
-            return False
-        self.step = int(step.group(1))
-        self.started_steps = True
-        if loss is not None:
-            self.loss = float(loss.group(1))
-        return True
-
-    def render(self) -> str:
-        elapsed = int(time.monotonic() - self.started)
-        loss = f"  loss {self.loss:.4f}" if self.loss is not None else ""
-        clock = f"{elapsed // 60}:{elapsed % 60:02d}"
-        if not self.started_steps:
-            return f"{self.phase}: starting SimpleTuner (loading the model, caching)  {clock}"
-        return f"{self.phase}: step {self.step}/{self.total}{loss}  {clock}"
-
-
-class Reporter:
-    """Where progress goes: one live line per phase on a terminal; in a log, a line per tenth of a phase."""
-
-    def __init__(self, verbose: bool = False, stream=None):
-        self.verbose = verbose
-        self.stream = stream or sys.stderr
-        self.live = self.stream.isatty() and not verbose
-        self._lock = threading.Lock()
-        self._shown: dict[str, str] = {}
-        self._logged_tenth: dict[str, int] = {}
-
-    def message(self, text: str) -> None:
-        with self._lock:
-            self._clear_live()
-            print(text, file=self.stream, flush=True)
-
-    def raw(self, phase: str, line: str) -> None:
-        if self.verbose:
-            with self._lock:
-                print(f"[{phase}] {line}", file=self.stream, flush=True)
-
-    def progress(self, progress: PhaseProgress) -> None:
-        if self.verbose:  # the raw lines already show it
-            return
-        with self._lock:
-            if self.live:
-                self._shown[progress.phase] = progress.render()
-                self.stream.write("\r\x1b[2K" + "  |  ".join(self._shown.values()))
-                self.stream.flush()
-                return
-            tenth = progress.step * 10 // progress.total
-            if tenth > self._logged_tenth.get(progress.phase, 0):
-                self._logged_tenth[progress.phase] = tenth
-                print(progress.render(), file=self.stream, flush=True)
-
-    def _clear_live(self) -> None:
-        if self.live and self._shown:
-            self.stream.write("\r\x1b[2K")
-            self._shown.clear()
-
-
 class PhaseRun:
     """A running phase: the child, a thread copying its output to the log and the reporter."""
 
@@ -464,13 +424,20 @@ def _phase_result(run: PhaseRun, code: int, lora_dir: Path) -> None:
     """Raise unless the phase exited 0 AND left its weights (Ctrl-C inside SimpleTuner exits 0)."""
     phase = run.launch.phase
     if code != 0:
-        tail = "\n".join(f"  {line}" for line in list(run.tail)[-12:])
-        print(f"last lines of the {phase} phase's log:\n{tail}", file=sys.stderr)
+        cause = failure_cause(_log_tail(run.log_path)) or "no exception in its output"
+        print(f"{phase}: {cause}", file=sys.stderr)
         raise GlanceError(f"the {phase} phase failed (exit code {code}); full log: {run.log_path}")
     if not (lora_dir / WEIGHTS_NAME).is_file():
         raise GlanceError(
             f"the {phase} phase exited 0 but wrote no {lora_dir / WEIGHTS_NAME}; full log: {run.log_path}"
         )
+
+
+def _log_tail(path: Path, limit: int = 1 << 20) -> list[str]:
+    """The last `limit` bytes of a phase log, as lines (a verbose log can be large)."""
+    with open(path, "rb") as handle:
+        handle.seek(max(0, path.stat().st_size - limit))
+        return handle.read().decode("utf-8", errors="replace").splitlines()
 
 
 def _sha256(data: bytes) -> str:
@@ -492,7 +459,9 @@ def _fresh_manifest(plan: RunPlan, previous: RunManifest | None) -> RunManifest:
     s, cfg = plan.settings, plan.configs["slow"]
     manifest = RunManifest(
         glance_version=__version__,
-        model=cfg.pretrained_model_name_or_path,
+        model=plan.source.model,
+        model_revision=plan.source.revision,
+        model_path=str(plan.source.folder) if plan.source.folder is not None else None,
         family=plan.family.name,
         resolution=s.resolution,
         slow_timesteps=list(plan.lists.slow),
@@ -502,6 +471,9 @@ def _fresh_manifest(plan: RunPlan, previous: RunManifest | None) -> RunManifest:
         steps=cfg.max_train_steps,
         rank=cfg.lora_rank,
         learning_rate=cfg.learning_rate,
+        quantize=plan.memory.quantize,
+        gradient_checkpointing=plan.memory.gradient_checkpointing,
+        memory_plan=plan.memory.describe(),
         versions=package_versions(),
     )
     if previous is not None:  # a finished phase stays finished only while its inputs are the same
@@ -532,15 +504,38 @@ def train(
     num_processes: int = 1,
     reporter: Reporter | None = None,
 ) -> RunManifest:
-    """Run the phases that need it and return the manifest (also saved to plan.manifest_path)."""
+    """Run the phases that need it and return the manifest (also saved to plan.manifest_path).
+
+    Holds the run folder's lock throughout: a second run on the same folder stops at once.
+    """
+    if plan.source.folder is None:
+        raise GlanceError(f"{plan.source.model} is not downloaded yet; plan the run with fetch=True")
     reporter = reporter or Reporter()
     launches = {launch.phase: launch for launch in phase_launches(plan, parallel=parallel, num_processes=num_processes)}
+    check_writable_dir(plan.output_dir)
+    with RunLock(plan.output_dir):
+        return _train_locked(
+            plan, launches, force=force, only=only, parallel=parallel, reporter=reporter, num_processes=num_processes
+        )
+
+
+def _train_locked(
+    plan: RunPlan,
+    launches: dict[PhaseName, PhaseLaunch],
+    *,
+    force: bool,
+    only: PhaseName | None,
+    parallel: bool,
+    num_processes: int,
+    reporter: Reporter,
+) -> RunManifest:
     previous = load_manifest(plan.manifest_path) if plan.manifest_path.is_file() else None
     written = write_configs(plan, force=force, replaceable=_unchanged_since(previous))
     accelerate = accelerate_config_path(plan, num_processes)
     if accelerate is not None:
         write_atomic(accelerate, accelerate_config_yaml(num_processes, plan.configs["slow"].mixed_precision))
 
+    reporter.message(plan.memory.describe())
     manifest = _fresh_manifest(plan, previous)
     manifest.written_configs = {str(path.resolve()): _sha256(path.read_bytes()) for path in written}
     todo = phases_to_run(plan, manifest, force=force, only=only)
@@ -589,10 +584,13 @@ def _wait_all(runs: dict[PhaseName, PhaseRun], plan: RunPlan, manifest: RunManif
             code = run.wait()
             try:
                 _phase_result(run, code, plan.lora_dir(phase))
-            except GlanceError:
+            except GlanceError as exc:
                 for other in pending.values():
                     other.stop()
                     other.wait()
+                advice = oom_advice(run.log_path.read_text(encoding="utf-8", errors="replace")[-65536:], plan.memory)
+                if advice is not None:  # a CUDA out-of-memory error: name the next lighter plan
+                    raise GlanceError(f"{exc}; {advice}") from None
                 raise
             config = plan.configs[phase]
             add_adapter_metadata(plan.lora_dir(phase) / WEIGHTS_NAME, rank=config.lora_rank, alpha=config.lora_alpha)
@@ -607,10 +605,21 @@ def _wait_all(runs: dict[PhaseName, PhaseRun], plan: RunPlan, manifest: RunManif
         time.sleep(0.05)  # a finished phase is noticed within 50 ms
 
 
+def describe_source(source: ModelSource) -> str:
+    """One line on where the model comes from: its folder, or what is still to come."""
+    if source.folder is None:
+        return source.note or f"{source.model} (not downloaded yet)"
+    if source.on_hub:
+        return f"{source.model} at {source.revision} (cached: {source.folder})"
+    return str(source.folder)
+
+
 def describe_launches(plan: RunPlan, launches: list[PhaseLaunch], emit: Callable[[str], None] = print) -> None:
     """The --dry-run report: files, then each phase's exact command and environment changes."""
     import shlex
 
+    emit(f"model: {describe_source(plan.source)}")
+    emit(plan.memory.describe())
     emit("config files:")
     for path in plan.files():
         emit(f"  {path}")

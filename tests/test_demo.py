@@ -20,6 +20,9 @@ def test_demo_ends_with_an_image_on_disk(trained_run):
     for stage in ("[tiny model]", "[train (SimpleTuner, 2 phases)]", "[infer (diffusers, 1 pipeline)]"):
         assert stage in trained_run.output_text
     assert f"image:    {image}" in trained_run.demo.stdout
+    # glance's own lines only: none of diffusers' / transformers' loading, saving or step bars
+    for bar in ("%|", "it/s]", "Loading pipeline components", "Writing model shards", "Loading weights"):
+        assert bar not in trained_run.output_text, bar
 
 
 def test_second_demo_reuses_everything(trained_run):

@@ -55,7 +55,8 @@ def pixels(path):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_runs_the_trained_sigmas_with_slow_then_fast(tiny, family, tmp_path):
     model = tiny(family)
-    result = infer(model, tmp_path, base_steps=4)
+    run = infer(model, tmp_path, compare=4)
+    result = run.images[0]
 
     executed = [step.sigma for step in result.trace]
     assert executed == model.lists.sigmas  # exactly, as float32: no shift, no terminal stretch
@@ -99,7 +100,7 @@ def test_png_record(tiny, tmp_path):
     from PIL import Image
 
     model = tiny("qwen_image")
-    result = infer(model, tmp_path, seed=3, prompt="un cercle rouge à côté d'un carré")
+    result = infer(model, tmp_path, seed=3, prompt="un cercle rouge à côté d'un carré").images[0]
     record = read_png_parameters(result.image)
     assert record["prompt"] == "un cercle rouge à côté d'un carré"
     assert record["seed"] == 3 and record["model"] == str(model.model) and record["family"] == "qwen_image"
@@ -122,14 +123,14 @@ def test_same_seed_same_image(tiny, tmp_path):
     other_seed = infer(model, tmp_path, out=tmp_path / "other.png", seed=1)
     assert again.image.read_bytes() == first.image.read_bytes()
     assert pixels(other_seed.image) != pixels(first.image)
-    assert first.summary["guidance"] == FAMILIES["flux"].recipe.guidance
+    assert first.images[0].summary["guidance"] == FAMILIES["flux"].recipe.guidance
 
 
 def test_alpha_of_a_lora_without_metadata_comes_from_simpletuner_config(tiny, tmp_path):
     """SimpleTuner's final save has no adapter metadata, so diffusers alone would run it at scale 1."""
     model = tiny("flux")
     plain = write_random_lora(tmp_path / "plain", load_transformer(model.model), "flux", seed=1, with_metadata=False)
-    result = infer(model, tmp_path, out=tmp_path / "plain.png", slow_lora=plain)
+    result = infer(model, tmp_path, out=tmp_path / "plain.png", slow_lora=plain).images[0]
     assert result.summary["loras"]["slow"] == {
         "path": str(plain),
         "rank": 4,
@@ -139,7 +140,7 @@ def test_alpha_of_a_lora_without_metadata_comes_from_simpletuner_config(tiny, tm
     }
 
     (plain / "simpletuner_config.json").write_text(json.dumps({"lora_rank": 4, "lora_alpha": 16.0}))
-    result = infer(model, tmp_path, out=tmp_path / "config.png", slow_lora=plain)
+    result = infer(model, tmp_path, out=tmp_path / "config.png", slow_lora=plain).images[0]
     assert result.summary["loras"]["slow"] == {
         "path": str(plain),
         "rank": 4,
@@ -252,8 +253,15 @@ def test_unwritable_out_fails_before_loading(tiny, tmp_path, monkeypatch):
     assert (tmp_path / "glance.png").read_bytes() == b"keep"
     (tmp_path / "new-base8.png").write_bytes(b"keep")
     with pytest.raises(GlanceError, match="new-base8.png exists; pass --force"):
-        infer(tiny("flux"), tmp_path, out=tmp_path / "new.png", base_steps=8)
-    assert not (tmp_path / "new.png").exists()
+        infer(tiny("flux"), tmp_path, out=tmp_path / "new.png", compare=8)
+    (tmp_path / "new-base8.png").unlink()
+    (tmp_path / "new-compare.png").write_bytes(b"keep")
+    with pytest.raises(GlanceError, match="new-compare.png exists; pass --force"):
+        infer(tiny("flux"), tmp_path, out=tmp_path / "new.png", compare=8)
+    (tmp_path / "new-002.png").write_bytes(b"keep")
+    with pytest.raises(GlanceError, match="new-002.png exists; pass --force"):  # one of several numbered images
+        infer(tiny("flux"), tmp_path, out=tmp_path / "new.png", seeds=[0, 1])
+    assert not (tmp_path / "new.png").exists() and not (tmp_path / "new-001.png").exists()
 
 
 def test_failure_after_sampling_leaves_no_image(tiny, tmp_path, monkeypatch):
@@ -264,7 +272,7 @@ def test_failure_after_sampling_leaves_no_image(tiny, tmp_path, monkeypatch):
 
     monkeypatch.setattr(glance.infer, "_check_trace", wrong_trace)
     with pytest.raises(GlanceError, match="other sigmas"):
-        infer(tiny("flux"), tmp_path, base_steps=2)
+        infer(tiny("flux"), tmp_path, compare=2)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -303,13 +311,17 @@ def test_cli_from_manifest_prints_json(tiny, tmp_path):
 
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    record = json.loads(result.stdout)
-    assert record["image"] == str(out) and record["seconds"] > 0
+    run = json.loads(result.stdout)
+    assert run["sheet"] is None and run["load_seconds"] > 0 and run["processes"] == 1
+    [image] = run["images"]
+    assert image["path"] == str(out) and image["seconds"] > 0 and image["seed"] == 0 and image["prompt"] == PROMPT
+    assert 0 < image["denoise_seconds"] < image["seconds"]
+    record = image["record"]
     assert record["sigmas"] == model.lists.sigmas
     assert (record["width"], record["height"]) == (SIZE, SIZE)  # the manifest's training resolution
     assert record["guidance"] == 1.0  # the manifest's train_guidance
     assert record["loras"]["fast"]["path"] == str(model.fast)
-    assert {k: v for k, v in record.items() if k not in ("image", "seconds")} == read_png_parameters(out)
+    assert record == read_png_parameters(out)
 
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 1

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
-from support.fake_hub import READ_TOKEN, WRITE_TOKEN, FakeHub
+from support.fake_hub import FakeHub
 
 from glance.demo import DEMO_PROMPT
 from glance.manifest import load_manifest
 
+READ_TOKEN, WRITE_TOKEN = "hf_read_only", "hf_can_write"
 REPO = "tester/tiny-glance"
 BASE = "tester/tiny-flux"  # the tiny base model, served by the stand-in Hub under a hub id
 
@@ -33,10 +34,6 @@ def run_glance(*args: str, cwd: Path, hub: FakeHub | None, home: Path, token: st
     )
 
 
-def folder_files(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 def pixels(path: Path) -> np.ndarray:
     with Image.open(path) as image:
         return np.asarray(image.convert("RGB"))
@@ -48,8 +45,10 @@ def pushed(trained_run, tmp_path_factory):
     root = tmp_path_factory.mktemp("push")
     output = root / "output"
     shutil.copytree(trained_run.output, output, ignore=shutil.ignore_patterns("cache", "*.log", "push"))
-    hub = FakeHub().__enter__()
-    hub.add_repo(BASE, folder_files(trained_run.model))
+    hub = FakeHub(root / "hub").__enter__()
+    hub.add_token(READ_TOKEN)
+    hub.add_token(WRITE_TOKEN, write=True)
+    hub.add_repo(BASE, trained_run.model)
     result = run_glance(
         "push", REPO, "-o", str(output), "--base-model", BASE, "--sample", DEMO_PROMPT,
         cwd=root, hub=hub, home=root / "hf-home",
@@ -70,11 +69,12 @@ def test_push_uploads_the_pair_in_one_commit(pushed):
         "glance-fast/pytorch_lora_weights.safetensors",
         "images/sample-1.png",
     }
-    assert len(hub.repos[REPO].commits) == 2  # the repo's creation, then everything in one commit
-    assert files["glance-slow/pytorch_lora_weights.safetensors"] == (
-        output / "glance-slow/pytorch_lora_weights.safetensors"
-    ).read_bytes()
-    assert hub.repos[REPO].refs["main"] in result.stdout  # the commit URL is printed
+    assert hub.repos[REPO].commits == 2  # the repo's creation, then everything in one commit
+    assert (
+        files["glance-slow/pytorch_lora_weights.safetensors"]
+        == (output / "glance-slow/pytorch_lora_weights.safetensors").read_bytes()
+    )
+    assert hub.repos[REPO].sha in result.stdout  # the commit URL is printed
 
 
 def test_nothing_local_leaves_the_machine(pushed, trained_run):
@@ -102,7 +102,8 @@ def test_card_front_matter_is_hub_metadata(pushed):
     assert meta["widget"] == [{"text": DEMO_PROMPT, "output": {"url": "images/sample-1.png"}}]
     assert "instance_prompt" not in meta  # the caption stays private without --include-training-image
     assert f"glance infer --lora-repo {REPO}" in card
-    assert ("POST", "/api/validate-yaml") in hub.requests  # the client had the Hub check it before the commit
+    # the client had the Hub check the card's metadata before the commit
+    assert any(r["method"] == "POST" and r["path"] == "/api/validate-yaml" for r in hub.requests)
 
 
 def test_card_snippet_samples_like_glance_infer(pushed, trained_run, tmp_path):
@@ -122,7 +123,7 @@ def test_card_snippet_samples_like_glance_infer(pushed, trained_run, tmp_path):
         [sys.executable, "-c", snippet], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    sample = output / "samples" / "sample-1.png"  # rendered by `glance push --sample` through glance infer
+    sample = output / "samples" / "sample.png"  # rendered by `glance push --sample` through glance infer
     assert np.array_equal(pixels(tmp_path / "glance.png"), pixels(sample))
 
 
@@ -134,7 +135,7 @@ def test_infer_from_a_pushed_pair(pushed, tmp_path):
         cwd=tmp_path, hub=hub, home=root / "hf-home-infer", token=READ_TOKEN,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    assert np.array_equal(pixels(out), pixels(output / "samples" / "sample-1.png"))
+    assert np.array_equal(pixels(out), pixels(output / "samples" / "sample.png"))
 
 
 def test_dry_run_builds_the_folder_and_uploads_nothing(pushed, tmp_path):
@@ -148,7 +149,7 @@ def test_dry_run_builds_the_folder_and_uploads_nothing(pushed, tmp_path):
     assert (built / "README.md").read_text() in result.stdout
     assert (built / "training/glance.txt").read_bytes() == (output / "dataset/glance.txt").read_bytes()
     assert "tester/other" not in hub.repos
-    assert [r for r in hub.requests[before:] if r[0] == "POST"] == []
+    assert [r for r in hub.requests[before:] if r["method"] == "POST"] == []
 
 
 def _one_line_error(result) -> str:
@@ -188,11 +189,11 @@ def test_push_refusals_are_one_line_and_upload_nothing(pushed, tmp_path, case, e
         manifest.save(run / "glance.json")
     elif case == "network unreachable":
         server = None
-    commits = {name: dict(r.commits) for name, r in hub.repos.items()}
+    commits = {name: (r.sha, r.commits) for name, r in hub.repos.items()}
     result = run_glance("push", repo, "-o", str(run), *extra, cwd=tmp_path, hub=server, home=tmp_path / "home",
                         token=token)  # fmt: skip
     assert expect in _one_line_error(result)
-    assert {name: dict(r.commits) for name, r in hub.repos.items()} == commits
+    assert {name: (r.sha, r.commits) for name, r in hub.repos.items()} == commits
 
 
 def test_infer_refuses_a_repo_that_is_not_a_glance_pair(pushed, tmp_path):

@@ -103,9 +103,10 @@ def test_second_run_skips_and_force_retrains(trained_run):
 
 
 @pytest.fixture
-def fake(tmp_path, monkeypatch):
-    """A pair in tmp_path/data, cwd tmp_path, and a stand-in `simpletuner` first on PATH."""
+def fake(tmp_path, monkeypatch, tiny):
+    """A pair in tmp_path/data, a tiny Flux as tmp_path/model, cwd tmp_path, a stand-in `simpletuner` first on PATH."""
     write_sample_pair(tmp_path / "data")
+    (tmp_path / "model").symlink_to(tiny("flux").model, target_is_directory=True)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     wrapper = bin_dir / "simpletuner"
@@ -124,7 +125,7 @@ def calls(workdir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-TRAIN = ("train", "data/glance.png", "--device", "cpu", "--steps", "3")
+TRAIN = ("train", "data/glance.png", "--model", "model", "--resolution", "64", "--device", "cpu", "--steps", "3")
 
 
 def test_stand_in_success_records_both_phases(fake, monkeypatch):
@@ -151,7 +152,10 @@ def test_crash_in_slow_phase_stops_the_run(fake, monkeypatch):
     assert [c["output_dir"] for c in calls(fake)] == ["glance-slow"]  # fast never started
     assert "the slow phase failed (exit code 1)" in result.stderr
     assert "output/glance-slow.log" in result.stderr
-    assert "CUDA out of memory (pretend)" in result.stderr  # the log's last lines
+    # The cause first, then the error with the log's path; not the log's raw last lines.
+    end = result.stderr.splitlines()[-2:]
+    assert end[0] == "slow: RuntimeError: CUDA out of memory (pretend)" and end[1].startswith("glance: error:")
+    assert "Using environment" not in result.stderr
     assert "Traceback" not in result.output
     assert not load_manifest(fake / "output/glance.json").phases
 
@@ -363,3 +367,66 @@ def test_reporter_live_line_on_a_terminal_and_tenths_in_a_log():
             assert stream.text.count("\r\x1b[2K") == 21 and stream.text.count("\n") == 1
         else:  # a plain line per tenth of the phase
             assert stream.text.count("fast: step") == 10 and "\r" not in stream.text
+
+
+# --- why a phase failed ---------------------------------------------------------------------------
+
+LOGS = SUPPORT / "logs"  # real SimpleTuner 4.10.1 output: its traceback, then accelerate's and TorchDynamo's
+
+
+@pytest.mark.parametrize(
+    ("log", "cause"),
+    [
+        (
+            "missing-weights.log",
+            "OSError: Error no file named diffusion_pytorch_model.safetensors found in directory /data/broken-flux.",
+        ),
+        ("cuda-oom.log", "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 72.00 MiB."),
+    ],
+)
+def test_failure_cause_is_the_last_exception_simpletuner_raised(log, cause):
+    from glance.simpletuner import failure_cause
+
+    lines = (LOGS / log).read_text().splitlines()
+    assert "subprocess.CalledProcessError" in lines[-8]  # accelerate's own error comes later in the log
+    assert failure_cause(lines).startswith(cause)
+
+
+def test_failure_cause_of_rank_prefixed_lines_and_of_none():
+    from glance.simpletuner import failure_cause
+
+    assert failure_cause(["[rank0]: ValueError: bad value", "Epoch 1/1"]) == "ValueError: bad value"
+    assert failure_cause(["Epoch 1/1, Steps: 1/2", "TorchDynamo compilation metrics:"]) is None
+
+
+# --- one run per output folder ---------------------------------------------------------------------
+
+
+def test_second_run_on_a_folder_in_training_stops_and_a_dead_runs_lock_is_taken_over(fake, monkeypatch):
+    env = dict(os.environ, FAKE_SIMPLETUNER_MODE="hang")
+    first = subprocess.Popen(
+        [sys.executable, "-m", "glance", *TRAIN], cwd=fake, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (fake / "pids.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert (fake / "pids.json").exists(), first.communicate(timeout=30)
+        monkeypatch.setenv("FAKE_SIMPLETUNER_MODE", "ok")
+        second = run_cli(*TRAIN)
+        assert second.exit_code == 1
+        assert f"output is being trained by process {first.pid}" in second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1 and len(calls(fake)) == 1
+    finally:  # killed as hard as a crash kills: the lock stays behind with a dead pid
+        first.kill()
+        first.communicate(timeout=30)
+        for pid in json.loads((fake / "pids.json").read_text()):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    assert (fake / "output" / "glance.lock").read_text().strip() == str(first.pid)
+    third = run_cli(*TRAIN)
+    assert third.exit_code == 0, third.output
+    assert load_manifest(fake / "output/glance.json").complete
+    assert not (fake / "output" / "glance.lock").exists()  # released when the run ends

@@ -52,6 +52,10 @@ ModelOpt = Annotated[
     str | None,
     typer.Option("--model", "-m", help="Hub id or local diffusers folder. [default: black-forest-labs/FLUX.1-dev]"),
 ]
+RevisionOpt = Annotated[
+    str | None,
+    typer.Option(help="Hub model revision: branch, tag or commit hash. [default: main]"),
+]
 FamilyOpt = Annotated[
     FamilyName | None,
     typer.Option(help="Model family; read from a local model's model_index.json or known hub ids when left out."),
@@ -73,4 +77,38 @@ SlowTimestepsOpt = Annotated[
 FastTimestepsOpt = Annotated[
     str | None,
     typer.Option(help="Fast-phase list, on the same scale as --slow-timesteps. [default: from the model]"),
+]
+
+
+class Quantize(StrEnum):  # the memory plan's quantization (glance/memory.py)
+    auto = "auto"
+    none = "none"
+    int8 = "int8"
+    int4 = "int4"
+    fp8 = "fp8"
+
+
+QuantizeOpt = Annotated[
+    Quantize,
+    typer.Option(
+        help="Quantize the base model (quanto): auto picks the lightest plan that fits the GPU "
+        "(none on the CPU); the LoRA itself stays bf16."
+    ),
+]
+GradientCheckpointingOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--gradient-checkpointing/--no-gradient-checkpointing",
+        help="Recompute activations in the backward pass: less memory, slower steps. [default: as the plan says]",
+        show_default=False,
+    ),
+]
+GpuMemoryOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--gpu-memory",
+        min=1,
+        metavar="GB",
+        help="Plan for a card with this much memory instead of the one nvidia-smi reports.",
+    ),
 ]

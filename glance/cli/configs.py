@@ -11,9 +11,14 @@ from glance.cli._common import (
     FamilyOpt,
     FastTimestepsOpt,
     ForceOpt,
+    GpuMemoryOpt,
+    GradientCheckpointingOpt,
     ModelOpt,
     OutputDirOpt,
+    Quantize,
+    QuantizeOpt,
     ResolutionOpt,
+    RevisionOpt,
     SlowTimestepsOpt,
     TrainDevice,
     cli_errors,
@@ -40,6 +45,7 @@ def settings_from_options(
     *,
     model: str | None,
     family,
+    revision: str | None = None,
     resolution: int,
     steps: int | None,
     rank: int | None,
@@ -51,12 +57,16 @@ def settings_from_options(
     device: TrainDevice,
     seed: int,
     separate_caches: bool = False,
+    quantize: Quantize = Quantize.auto,
+    gradient_checkpointing: bool | None = None,
+    gpu_memory: float | None = None,
 ):
     from glance.train import TrainSettings
 
     return TrainSettings(
         image=image,
         model=model or DEFAULT_MODEL,
+        revision=revision,
         family=family.value if family is not None else None,
         resolution=resolution,
         steps=steps,
@@ -69,6 +79,9 @@ def settings_from_options(
         device=device.value,
         seed=seed,
         separate_caches=separate_caches,
+        quantize=quantize.value,
+        gradient_checkpointing=gradient_checkpointing,
+        gpu_memory=gpu_memory,
     )
 
 
@@ -76,6 +89,7 @@ EPILOG = examples(
     "glance configs --out config/",
     "glance configs data/glance.png --model ./my-flux --device cpu --steps 8",
     "glance configs --model Qwen/Qwen-Image --slow-timesteps 1000,979.19 --fast-timesteps 886.71,20 --force",
+    "glance configs --device cuda --gpu-memory 24      # the plan for a 24 GB card: int8 + gradient checkpointing",
 )
 
 
@@ -84,6 +98,7 @@ def configs_command(
     image: ImageArg = Path("data/glance.png"),
     out: Annotated[Path, typer.Option("--out", help="Where the three SimpleTuner JSON files go.")] = Path("config"),
     model: ModelOpt = None,
+    revision: RevisionOpt = None,
     family: FamilyOpt = None,
     resolution: ResolutionOpt = 1024,
     steps: StepsOpt = None,
@@ -94,6 +109,9 @@ def configs_command(
     output_dir: OutputDirOpt = Path("output"),
     device: DeviceOpt = TrainDevice.auto,
     seed: SeedOpt = 0,
+    quantize: QuantizeOpt = Quantize.auto,
+    gradient_checkpointing: GradientCheckpointingOpt = None,
+    gpu_memory: GpuMemoryOpt = None,
     check: Annotated[bool, typer.Option("--check", help="Also run SimpleTuner's own parser over both files.")] = False,
     force: ForceOpt = False,
 ) -> None:
@@ -107,6 +125,7 @@ def configs_command(
     settings = settings_from_options(
         image,
         model=model,
+        revision=revision,
         family=family,
         resolution=resolution,
         steps=steps,
@@ -118,14 +137,20 @@ def configs_command(
         config_dir=out,
         device=device,
         seed=seed,
+        quantize=quantize,
+        gradient_checkpointing=gradient_checkpointing,
+        gpu_memory=gpu_memory,
     )
-    plan = plan_run(settings)
+    plan = plan_run(settings, fetch=check)
+    print(plan.memory.describe())
     if check:
         from glance.simpletuner import parser_check
 
         for phase, config in plan.configs.items():
             parser_check(config)
             print(f"SimpleTuner's parser accepts the {phase} config")
+    if plan.source.folder is None:
+        print(f"model: {plan.source.note}")
     for path in write_configs(plan, force=force):
         print(f"wrote {path}")
     print(f"staged {plan.pair.image} -> {plan.dataset_dir}")

@@ -17,7 +17,9 @@ EPILOG = examples("glance demo", "glance demo --workdir /tmp/glance-demo --steps
 def demo_command(
     workdir: Annotated[Path, typer.Option(help="Where the tiny model, the run and the image go.")] = DEFAULT_WORKDIR,
     steps: Annotated[int, typer.Option(min=1, help="Training steps per phase.")] = DEMO_STEPS,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Stream SimpleTuner's output.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Stream SimpleTuner's output and diffusers' own bars.")
+    ] = False,
 ) -> None:
     """Build a tiny random Flux offline, train both Glance LoRAs on a sample image with SimpleTuner (CPU), sample them.
 
@@ -26,7 +28,8 @@ def demo_command(
     import sys
 
     from glance.demo import run_demo
-    from glance.train import Reporter, TrainingInterrupted
+    from glance.progress import Reporter
+    from glance.train import TrainingInterrupted
 
     try:
         result = run_demo(workdir, steps=steps, reporter=Reporter(verbose=verbose))

@@ -9,15 +9,28 @@ from typing import Annotated
 
 import typer
 
-from glance.cli._common import FamilyOpt, ForceOpt, ModelOpt, OutputDirOpt, cli_errors, examples
+from glance.cli._common import (
+    FamilyOpt,
+    ForceOpt,
+    GpuMemoryOpt,
+    ModelOpt,
+    OutputDirOpt,
+    Quantize,
+    QuantizeOpt,
+    cli_errors,
+    examples,
+)
 
 EPILOG = examples(
     'glance infer "a red circle and a blue square on a warm gradient"',
-    'glance infer "a lighthouse at sunset" --seed 7 --out lighthouse.png --base-steps 50',
+    'glance infer "a lighthouse at sunset" "a lighthouse in fog" --seeds 0-3 --compare 50',
+    "glance infer --prompts prompts.txt --seeds 0,5,9 --out renders/glance.png --json",
+    "glance infer --prompts prompts.txt --seeds 0-7 --num-processes 4 --device cuda",
     'glance infer "a lighthouse" --slow ./glance-slow --fast ./glance-fast --model black-forest-labs/FLUX.1-dev '
     "--slow-timesteps 1000,986.9786,973.2042,958.6094,943.1188 "
     "--fast-timesteps 926.6473,825.7017,677.9868,441.1997,60.5503",
     'glance infer "a red circle" -o output --device cpu --json',
+    'glance infer "a lighthouse" --quantize int8 --cpu-offload',
     'glance infer --lora-repo you/lighthouse-glance "a lighthouse at dawn"',
 )
 
@@ -52,7 +65,18 @@ class InferDtype(StrEnum):
 
 @cli_errors
 def infer_command(
-    prompt: Annotated[str, typer.Argument(help="What to draw; usually close to the training caption.")],
+    prompts: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="PROMPT",
+            help="What to draw, one or more prompts; usually close to the training caption.",
+            show_default=False,
+        ),
+    ] = None,
+    prompts_file: Annotated[
+        Path | None,
+        typer.Option("--prompts", help="A UTF-8 file, one prompt per line; blank lines and # comments are skipped."),
+    ] = None,
     output_dir: OutputDirOpt = Path("output"),
     lora_repo: Annotated[
         str | None,
@@ -69,10 +93,22 @@ def infer_command(
     fast: Annotated[Path | None, typer.Option(help="Fast LoRA folder. [default: from OUTPUT_DIR/glance.json]")] = None,
     slow_timesteps: SlowListOpt = None,
     fast_timesteps: FastListOpt = None,
-    out: Annotated[Path, typer.Option("--out", help="The PNG to write; it carries its parameters.")] = Path(
-        "glance.png"
-    ),
-    seed: Annotated[int, typer.Option(help="Seed of the starting noise (drawn on the CPU, same on every device).")] = 0,
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="The PNG to write; with several images they are numbered beside it (OUT-001.png, ...). "
+            "Each PNG carries its parameters.",
+        ),
+    ] = Path("glance.png"),
+    seeds: Annotated[
+        str,
+        typer.Option(
+            "--seeds",
+            "--seed",
+            help="Seeds of the starting noise: 3, a list 0,5,9 or a range 0-7 (drawn on the CPU: same on any device).",
+        ),
+    ] = "0",
     width: Annotated[int | None, typer.Option(min=16, help="[default: the training resolution]")] = None,
     height: Annotated[int | None, typer.Option(min=16, help="[default: the training resolution]")] = None,
     guidance: Annotated[
@@ -86,26 +122,56 @@ def infer_command(
     cpu_offload: Annotated[
         bool, typer.Option("--cpu-offload", help="Keep each model on the CPU until it runs (less GPU memory).")
     ] = False,
-    base_steps: Annotated[
+    quantize: QuantizeOpt = Quantize.auto,
+    gpu_memory: GpuMemoryOpt = None,
+    compare: Annotated[
         int | None,
         typer.Option(
+            "--compare",
+            "--base-steps",
             min=1,
-            help="Also render the base model without LoRAs at its own N-step schedule (same prompt, seed and "
-            "guidance) to OUT-baseN.png.",
+            help="Also render every image with the base model (no LoRAs) at its own N-step schedule, to "
+            "OUT-baseN.png, and a side-by-side sheet OUT-compare.png.",
         ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the run's record as JSON.")] = False,
+    num_processes: Annotated[
+        int,
+        typer.Option(
+            "--num-processes", min=1, help="Spread the images over N processes (accelerate), one device each."
+        ),
+    ] = 1,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the run as JSON: the images with their records, load time, sheet.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the result lines.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also show diffusers' and transformers' own bars and messages.")
+    ] = False,
     force: ForceOpt = False,
 ) -> None:
-    """Render PROMPT with the slow LoRA on the first (high-noise) steps and the fast LoRA on the rest.
+    """Render each PROMPT x seed with the slow LoRA on the first (high-noise) steps and the fast LoRA on the rest.
 
-    One pipeline call runs exactly the sigmas the LoRAs were trained on (no schedule shift) and
-    switches adapters after the last slow step. Model, lists, LoRA folders and resolution come from
+    The pipeline and both LoRAs load once. Each image is one pipeline call that runs exactly the
+    sigmas the LoRAs were trained on (no schedule shift) and switches adapters after the last slow
+    step; both are checked for every image. Model, lists, LoRA folders and resolution come from
     OUTPUT_DIR/glance.json; flags override them.
     """
+    import sys
+
+    from glance.batch import parse_seeds, read_prompts_file
+    from glance.families import GlanceError
     from glance.infer import options_from_manifest, run_infer
+    from glance.progress import Reporter
     from glance.schedule import parse_lists
 
+    all_prompts = list(prompts or [])
+    for prompt in all_prompts:
+        if not prompt.strip():
+            raise GlanceError("a prompt is blank")
+    if prompts_file is not None:
+        all_prompts += read_prompts_file(prompts_file)
+    if not all_prompts:
+        raise GlanceError('give a prompt (glance infer "a lighthouse at dawn") or --prompts FILE')
     lists = parse_lists(slow_timesteps, fast_timesteps)
     if lora_repo is not None:  # its manifest and LoRAs, downloaded (cached), read like a run folder
         from glance.share import fetch_pair
@@ -113,14 +179,14 @@ def infer_command(
         output_dir = fetch_pair(lora_repo, lora_revision)
     options = options_from_manifest(
         output_dir,
-        prompt=prompt,
+        prompts=all_prompts,
         model=model,
         family=family.value if family is not None else None,
         slow_lora=slow,
         fast_lora=fast,
         lists=lists,
         out=out,
-        seed=seed,
+        seeds=parse_seeds(seeds),
         width=width,
         height=height,
         guidance=guidance,
@@ -129,24 +195,50 @@ def infer_command(
         device=device.value,
         dtype=dtype.value,
         cpu_offload=cpu_offload,
-        base_steps=base_steps,
+        quantize=quantize.value,
+        gpu_memory=gpu_memory,
+        compare=compare,
+        num_processes=num_processes,
         force=force,
     )
-    result = run_infer(options)
+    # With --json, stdout holds the JSON alone: the result lines go to stderr.
+    reporter = Reporter(verbose=verbose, quiet=quiet, out=sys.stderr if as_json else None)
+    run = run_infer(options, reporter)
+    reporter.done()
 
     if as_json:
-        record = {"image": str(result.image), "seconds": round(result.seconds, 3), **result.summary}
-        if result.base is not None:
-            record["base"] = {
-                "image": str(result.base.image),
-                "seconds": round(result.base.seconds, 3),
-                **result.base.summary,
-            }
-        print(json.dumps(record, indent=2))
+        print(json.dumps(run_record(run), indent=2))
         return
-    print("step  sigma   -> next     adapter")
-    for record in result.trace:
+    if quiet:
+        return
+    print("step  sigma   -> next     adapter   (the same for every image, checked for each)")
+    for record in run.images[0].trace:
         print(f"{record.step:>4}  {record.sigma:.4f} -> {record.sigma_next:.4f}   {', '.join(record.adapters)}")
-    print(f"wrote {result.image} ({len(result.trace)} steps, {result.seconds:.1f} s)")
-    if result.base is not None:
-        print(f"wrote {result.base.image} (base model, {len(result.base.trace)} steps, {result.base.seconds:.1f} s)")
+    print(
+        f"{len(run.images)} image(s); loading model + LoRAs {run.load_seconds:.1f} s"
+        + (f" (per process, {run.processes} processes)" if run.processes > 1 else "")
+    )
+
+
+def run_record(run) -> dict:
+    """The --json object: every image with its record, the load time, the sheet."""
+
+    def image(result) -> dict:
+        entry = {
+            "path": str(result.image),
+            "prompt": result.prompt,
+            "seed": result.seed,
+            "seconds": round(result.seconds, 3),
+            "denoise_seconds": round(result.denoise_seconds, 3),
+            "record": result.summary,
+        }
+        if result.base is not None:
+            entry["base"] = image(result.base)
+        return entry
+
+    return {
+        "images": [image(result) for result in run.images],
+        "load_seconds": round(run.load_seconds, 3),
+        "processes": run.processes,
+        "sheet": str(run.sheet) if run.sheet is not None else None,
+    }

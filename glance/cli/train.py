@@ -12,9 +12,14 @@ import typer
 from glance.cli._common import (
     FamilyOpt,
     FastTimestepsOpt,
+    GpuMemoryOpt,
+    GradientCheckpointingOpt,
     ModelOpt,
     OutputDirOpt,
+    Quantize,
+    QuantizeOpt,
     ResolutionOpt,
+    RevisionOpt,
     SlowTimestepsOpt,
     TrainDevice,
     cli_errors,
@@ -42,6 +47,7 @@ EPILOG = examples(
     "glance train data/glance.png --model ./tiny-flux --device cpu --steps 4",
     "glance train data/glance.png --only fast --force",
     "glance train data/glance.png --dry-run --parallel --num-processes 2 --device cuda",
+    "glance train data/glance.png --quantize int8 --gradient-checkpointing",
 )
 
 
@@ -49,6 +55,7 @@ EPILOG = examples(
 def train_command(
     image: ImageArg = Path("data/glance.png"),
     model: ModelOpt = None,
+    revision: RevisionOpt = None,
     family: FamilyOpt = None,
     resolution: ResolutionOpt = 1024,
     steps: StepsOpt = None,
@@ -60,6 +67,9 @@ def train_command(
     config_dir: ConfigDirOpt = Path("config"),
     device: DeviceOpt = TrainDevice.auto,
     seed: SeedOpt = 0,
+    quantize: QuantizeOpt = Quantize.auto,
+    gradient_checkpointing: GradientCheckpointingOpt = None,
+    gpu_memory: GpuMemoryOpt = None,
     only: Annotated[Phase | None, typer.Option(help="Run one phase only.")] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Retrain phases that are up to date; overwrite configs.")
@@ -85,6 +95,7 @@ def train_command(
     settings = settings_from_options(
         image,
         model=model,
+        revision=revision,
         family=family,
         resolution=resolution,
         steps=steps,
@@ -97,12 +108,15 @@ def train_command(
         device=device,
         seed=seed,
         separate_caches=parallel,
+        quantize=quantize,
+        gradient_checkpointing=gradient_checkpointing,
+        gpu_memory=gpu_memory,
     )
-    plan = plan_run(settings)
+    plan = plan_run(settings, fetch=not dry_run)
     if dry_run:
         describe_launches(plan, phase_launches(plan, parallel=parallel, num_processes=num_processes))
         return
-    from glance.train import Reporter
+    from glance.progress import Reporter
 
     try:
         manifest = train(

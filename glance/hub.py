@@ -1,0 +1,390 @@
+"""The Hugging Face Hub boundary: turn `--model` into a local diffusers folder before anything runs.
+
+A local folder is used as it is. A Hub id is looked up in the Hugging Face cache; when it is missing
+or incomplete it is downloaded once, with huggingface_hub, before SimpleTuner or diffusers start:
+only what a diffusers pipeline loads (model_index.json and the component folders it names,
+safetensors only), with a progress bar (bytes, rate, ETA). After Ctrl-C the next run fetches only
+the files not finished (huggingface_hub 2.x keeps no partial file between runs). Every way the
+Hub can say no (gated, not found, refused token, offline, not enough disk) becomes one
+`GlanceError` line here, in seconds.
+
+huggingface_hub reads HF_ENDPOINT, HF_HUB_OFFLINE and HF_HOME when it is imported; it is imported
+inside these functions only, so `glance --help` stays light.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from glance.families import GlanceError, read_json
+
+# Weight formats a diffusers pipeline loaded with use_safetensors=True never reads.
+UNSAFE_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".msgpack", ".h5", ".onnx", ".onnx_data", ".gguf", ".ot")
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+LOOKUP_TIMEOUT_S = 10.0
+DISK_MARGIN = 1 << 30  # keep 1 GiB free beyond the download
+
+
+class ModelSource(BaseModel):
+    """Where the base model comes from, and the folder SimpleTuner and diffusers read it from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str  # as named: a Hub id, or the absolute path of a local diffusers folder
+    revision: str | None = None  # Hub commit hash, when known
+    folder: Path | None = None  # local folder or cached snapshot; None while the download is still to come
+    download_bytes: int | None = None  # still to download (lookup only), when the Hub could be asked
+    note: str | None = None  # why the folder is not there yet (lookup only)
+
+    @property
+    def on_hub(self) -> bool:
+        return not Path(self.model).is_absolute()
+
+    @property
+    def path_or_id(self) -> str:
+        """What a pipeline or SimpleTuner is pointed at: the folder once there is one."""
+        return str(self.folder) if self.folder is not None else self.model
+
+
+def resolve_model(
+    model: str,
+    *,
+    revision: str | None = None,
+    fetch: bool = True,
+    emit: Callable[[str], None] | None = None,
+) -> ModelSource:
+    """The local folder of `model`, downloading a Hub model into the HF cache when `fetch` is on.
+
+    With `fetch` off (--dry-run, `glance configs`) nothing is downloaded: a model not yet cached
+    comes back without a folder and with a note saying what is still to come.
+    """
+    emit = emit or _stderr
+    local = Path(model).expanduser()
+    if local.is_dir():
+        return ModelSource(model=str(local.resolve()), folder=local.resolve())
+    if not _REPO_ID.fullmatch(model) or model.startswith((".", "~")):
+        raise GlanceError(f"model not found: {model} is neither a folder nor a Hub id (owner/name)")
+
+    from huggingface_hub import constants
+
+    cached = cached_snapshot(model, revision)
+    if cached is not None:
+        return ModelSource(model=model, revision=cached.name, folder=cached)
+    if constants.HF_HUB_OFFLINE:
+        reason = f"{model} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE=1"
+        if not fetch:
+            return ModelSource(model=model, revision=revision, note=f"{reason}: the download is still to come")
+        raise GlanceError(f"{reason} forbids downloading it; run once with the Hub reachable (unset HF_HUB_OFFLINE)")
+
+    try:
+        listing = hub_listing(model, revision)
+    except _Unreachable as exc:
+        if not fetch:
+            return ModelSource(model=model, revision=revision, note=f"{exc}: the download is still to come")
+        raise GlanceError(str(exc)) from None
+    if not fetch:
+        files = needed_files(listing.files, components=None)
+        missing = _missing_bytes(model, files, listing.files)
+        return ModelSource(
+            model=model,
+            revision=listing.sha,
+            download_bytes=missing,
+            note=f"{model} is not downloaded yet: about {_size(missing)} to download on the first `glance train`",
+        )
+    folder = download(model, listing, emit=emit)
+    _remember_ref(model, revision or "main", listing.sha)
+    return ModelSource(model=model, revision=listing.sha, folder=folder)
+
+
+def cached_snapshot(model: str, revision: str | None = None) -> Path | None:
+    """The cached snapshot folder of `model` at `revision` (default: main), if it is complete."""
+    from huggingface_hub import try_to_load_from_cache
+
+    index = try_to_load_from_cache(model, "model_index.json", revision=revision)
+    if not isinstance(index, str):
+        return None
+    folder = Path(index).parent
+    return folder if is_complete_pipeline(folder) else None
+
+
+def is_complete_pipeline(folder: Path) -> bool:
+    """Every component model_index.json names is there, with its safetensors (all shards)."""
+    try:
+        components = pipeline_components(read_json(folder / "model_index.json"))
+    except GlanceError:
+        return False
+    for name in components:
+        sub = folder / name
+        if not sub.is_dir():
+            return False
+        if (sub / "config.json").is_file() and not any(p.exists() for p in sub.glob("*.safetensors")):
+            return False  # a model component (tokenizers and schedulers have no config.json)
+        for index in sub.glob("*.safetensors.index.json"):
+            shards = set(read_json(index).get("weight_map", {}).values())
+            if not all((sub / shard).exists() for shard in shards):
+                return False
+        if any(not p.exists() for p in sub.iterdir()):  # a cache symlink whose blob is gone
+            return False
+    return True
+
+
+def pipeline_components(index: dict) -> list[str]:
+    """The component folders a diffusers model_index.json names (entries like ["diffusers", "Class"])."""
+    return [
+        name
+        for name, value in index.items()
+        if not name.startswith("_") and isinstance(value, list) and len(value) == 2 and value[1] is not None
+    ]
+
+
+class _Unreachable(Exception):
+    """The Hub could not be asked (no connection, timeout): not fatal for a look-up without download."""
+
+
+class HubFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str
+    size: int
+    blob: str  # the cache's blob name: the LFS sha256, else the git blob id
+
+
+class HubListing(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sha: str
+    files: dict[str, HubFile]
+
+
+def hub_listing(model: str, revision: str | None) -> HubListing:
+    """The commit and file sizes of `model` on the Hub (a request, two if gated); each refusal is its own line."""
+    import httpx2
+    from huggingface_hub import HfApi, constants, get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    page = f"{constants.ENDPOINT}/{model}"
+    login = "log in with `hf auth login` or set HF_TOKEN"
+    try:
+        info = HfApi().model_info(model, revision=revision, files_metadata=True, timeout=LOOKUP_TIMEOUT_S)
+        if info.gated:  # the Hub shows a gated repo's listing to anyone; its files answer GatedRepo
+            get_hf_file_metadata(hf_hub_url(model, "model_index.json", revision=info.sha), timeout=LOOKUP_TIMEOUT_S)
+    except GatedRepoError:
+        raise GlanceError(
+            f"{model} is gated: accept its licence at {page} (logged in to the Hub), then {login} here"
+        ) from None
+    except RevisionNotFoundError:
+        raise GlanceError(f"revision {revision!r} of {model} not found on the Hub ({page})") from None
+    except RepositoryNotFoundError:
+        raise GlanceError(f"{model} not found on the Hub ({page}); check the id, or {login} if it is private") from None
+    except HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else None
+        if status in (401, 403):
+            raise GlanceError(
+                f"the Hub refused the token (HTTP {status}: {exc.server_message or 'invalid credentials'}); "
+                f"{login} with a valid token"
+            ) from None
+        raise GlanceError(f"the Hub answered HTTP {status} for {model}: {_first_line(exc)}") from None
+    except (httpx2.TransportError, OfflineModeIsEnabled) as exc:
+        raise _Unreachable(
+            f"cannot reach the Hub at {constants.ENDPOINT} ({_first_line(exc) or type(exc).__name__}) "
+            f"and {model} is not in the Hugging Face cache ({constants.HF_HUB_CACHE})"
+        ) from None
+    files = {}
+    for sibling in info.siblings or []:
+        lfs = sibling.lfs
+        size = lfs.size if lfs is not None else sibling.size
+        blob = lfs.sha256 if lfs is not None else sibling.blob_id
+        files[sibling.rfilename] = HubFile(path=sibling.rfilename, size=size or 0, blob=blob or "")
+    return HubListing(sha=info.sha, files=files)
+
+
+def needed_files(files: dict[str, HubFile], components: list[str] | None) -> list[str]:
+    """What a diffusers pipeline loads: model_index.json and its component folders, safetensors only.
+
+    `components` None (not read yet): every sub-folder counts, an upper bound for a look-up.
+    """
+    chosen = []
+    for path in files:
+        top, _, rest = path.partition("/")
+        if path == "model_index.json":
+            chosen.append(path)
+        elif rest and (components is None or top in components) and not path.endswith(UNSAFE_WEIGHTS):
+            chosen.append(path)
+    return sorted(chosen)
+
+
+def download(model: str, listing: HubListing, *, emit: Callable[[str], None]) -> Path:
+    """Download what the pipeline needs at `listing.sha` into the HF cache; returns the snapshot folder."""
+    from huggingface_hub import constants, hf_hub_download, snapshot_download
+    from huggingface_hub.utils import disable_progress_bars
+
+    index_path = hf_hub_download(model, "model_index.json", revision=listing.sha)
+    files = needed_files(listing.files, pipeline_components(read_json(Path(index_path))))
+    missing = _missing_bytes(model, files, listing.files)
+    cache = Path(constants.HF_HUB_CACHE)
+    free = shutil.disk_usage(_existing_parent(cache)).free
+    if missing + DISK_MARGIN > free:
+        raise GlanceError(
+            f"not enough disk for {model}: {_size(missing)} to download, {_size(free)} free in {cache}; "
+            "free some space or point HF_HOME at a bigger disk"
+        )
+    emit(
+        f"downloading {model} (revision {listing.sha[:12]}): {len(files)} files, {_size(missing)} "
+        f"into {cache}; Ctrl-C stops, the next run resumes"
+    )
+    disable_progress_bars()  # huggingface_hub's own bars: one bar of ours over all files instead
+    result: dict[str, object] = {}
+
+    def work() -> None:
+        try:
+            result["folder"] = snapshot_download(model, revision=listing.sha, allow_patterns=files)
+        except BaseException as exc:  # handed to the waiting thread
+            result["error"] = exc
+
+    # A daemon thread, so Ctrl-C is answered at once rather than after the files in flight finish.
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    bar = _ByteProgress(model, files, listing.files, total=missing)
+    try:
+        while worker.is_alive():
+            worker.join(0.25)
+            bar.refresh()
+    except KeyboardInterrupt:
+        bar.close()
+        # Finished files stay in the cache; the next run fetches only the rest. The parts in flight
+        # cannot be resumed by huggingface_hub (each download writes its own temporary file) and go.
+        for part in bar.partial_files():
+            part.unlink(missing_ok=True)
+        print(
+            f"glance: interrupted: the download of {model} stops here; the next run resumes it "
+            "(finished files are kept)",
+            file=sys.stderr,
+            flush=True,
+        )
+        # The download threads cannot be cancelled and the interpreter would wait for them at exit.
+        os._exit(130)
+    bar.refresh()
+    bar.close()
+    error = result.get("error")
+    if error is not None:
+        if isinstance(error, OSError):
+            raise GlanceError(f"downloading {model} failed: {_first_line(error)}") from None
+        raise error  # type: ignore[misc]
+    folder = Path(str(result["folder"]))
+    if not is_complete_pipeline(folder):
+        raise GlanceError(f"the download of {model} is incomplete in {folder}; run again to resume")
+    emit(f"downloaded {model} -> {folder}")
+    return folder
+
+
+class _ByteProgress:
+    """One tqdm bar over every file: bytes on disk (finished blobs and `.incomplete` parts), rate, ETA."""
+
+    def __init__(self, model: str, files: list[str], hub_files: dict[str, HubFile], total: int):
+        from huggingface_hub import constants
+        from huggingface_hub.file_download import repo_folder_name
+        from tqdm import tqdm
+
+        self.blobs = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=model, repo_type="model") / "blobs"
+        self.wanted = {hub_files[f].blob: hub_files[f].size for f in files if hub_files[f].blob}
+        self.start = self._on_disk()
+        self.bar = tqdm(
+            total=total,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=model,
+            file=sys.stderr,
+            mininterval=0.5,
+            dynamic_ncols=True,
+        )
+
+    def partial_files(self) -> list[Path]:
+        """The files being written: huggingface_hub downloads each blob to `<blob>.<random>.incomplete`."""
+        return [p for blob in self.wanted for p in self.blobs.glob(f"{glob.escape(blob)}*.incomplete")]
+
+    def _on_disk(self) -> int:
+        done = 0
+        for blob, size in self.wanted.items():
+            if (self.blobs / blob).is_file():
+                done += size
+                continue
+            for part in self.blobs.glob(f"{glob.escape(blob)}*.incomplete"):
+                try:
+                    done += min(size, part.stat().st_size)
+                except OSError:  # finished or removed meanwhile
+                    pass
+        return done
+
+    def refresh(self) -> None:
+        got = max(0, self._on_disk() - self.start)
+        if got > self.bar.n:
+            self.bar.update(got - self.bar.n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _remember_ref(model: str, revision: str, sha: str) -> None:
+    """Record `revision` -> `sha` in the cache's refs/, as huggingface_hub does, so the next look-up is local.
+
+    (The download itself asks for the commit hash, which is immutable, and so records no ref.)
+    """
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    if revision == sha:
+        return
+    from glance.files import write_atomic
+
+    write_atomic(
+        Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=model, repo_type="model") / "refs" / revision, sha
+    )
+
+
+def _missing_bytes(model: str, files: list[str], hub_files: dict[str, HubFile]) -> int:
+    """Bytes of `files` not yet complete in the cache's blobs (a partial `.incomplete` still counts)."""
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    blobs = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=model, repo_type="model") / "blobs"
+    return sum(hub_files[f].size for f in files if not (hub_files[f].blob and (blobs / hub_files[f].blob).is_file()))
+
+
+def _existing_parent(path: Path) -> Path:
+    path = path.resolve()
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)

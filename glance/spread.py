@@ -1,0 +1,216 @@
+"""--num-processes: the prompt x seed list spread over N processes with accelerate.
+
+The parent writes a job file (the options and the numbered images) and runs
+`accelerate launch --num_processes N -m glance.spread JOB_FILE`. Each process loads its own
+pipeline on its own device (accelerate's PartialState: cuda:i, or the CPU) and renders every N-th
+image of the list, so each image is rendered once under the name it has with one process. The
+processes report progress as JSON lines on stdout, which the parent shows as one live line with
+a slot per process, and their results in a file each, which the parent merges in list order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from glance.batch import ImageJob
+from glance.families import GlanceError
+
+EVENT_PREFIX = "glance-event "  # a worker's stdout line meant for the parent
+
+
+class SpreadJob(BaseModel):
+    """What every process reads: the run's options, the full image list, how to report."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    options: dict  # InferOptions as JSON
+    jobs: list[ImageJob]
+    device: str  # "cuda" or "cpu": each process takes its own device of this kind
+    verbose: bool = False
+    quiet: bool = False
+
+
+class WorkerReport(BaseModel):
+    """One process's images and load time, written to `result-<rank>.json` beside the job file."""
+
+    images: list[dict]  # ImageResult as JSON
+    load_seconds: float
+
+
+class _Shown:
+    """A worker's current progress line, shown in the parent's live line under the worker's slot."""
+
+    log_tenths = False
+
+    def __init__(self, key: str, text: str, step: int, total: int):
+        self.key, self.text, self.step, self.total = key, text, step, total
+
+    def render(self) -> str:
+        return self.text
+
+
+def render_spread(options, jobs: list[ImageJob], device: str, reporter) -> tuple[list, float]:
+    """Run the workers, relay their progress, merge their results in list order; (results, load seconds)."""
+    from glance.infer import ImageResult, result_line
+    from glance.simpletuner import accelerate_config_yaml
+
+    count = options.num_processes
+    if device == "mps":
+        raise GlanceError("--num-processes needs cuda devices or the CPU, not mps")
+    if device == "cuda":
+        import torch
+
+        if torch.cuda.device_count() < count:
+            raise GlanceError(f"--num-processes {count}: only {torch.cuda.device_count()} CUDA device(s) here")
+    with tempfile.TemporaryDirectory(prefix="glance-spread-") as folder:
+        folder = Path(folder)
+        job_file = folder / "job.json"
+        job = SpreadJob(
+            options=options.model_dump(mode="json"),
+            jobs=jobs,
+            device=device,
+            verbose=reporter.verbose,
+            quiet=reporter.quiet,
+        )
+        job_file.write_text(job.model_dump_json())
+        (folder / "accelerate.yaml").write_text(accelerate_config_yaml(count, "no"))
+        command = [
+            sys.executable, "-m", "accelerate.commands.launch",
+            "--config_file", str(folder / "accelerate.yaml"),
+            "--num_processes", str(count),
+            "--main_process_port", str(_free_port()),
+            "--mixed_precision", "no",  # the YAML "no" reads as false; the flag is the string
+            "--dynamo_backend", "no",
+            "-m", "glance.spread", str(job_file),
+        ]  # fmt: skip
+        package_root = str(Path(__file__).resolve().parent.parent)  # the workers import this same glance
+        pythonpath = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+        env = dict(os.environ, PYTHONPATH=pythonpath, PYTHONUNBUFFERED="1")
+        tail: deque[str] = deque(maxlen=20)
+        error: list[str] = []
+        try:
+            process = subprocess.Popen(
+                command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+        except OSError as exc:
+            raise GlanceError(f"cannot start accelerate: {exc.strerror or exc}") from None
+
+        def relay() -> None:
+            for line in process.stdout:
+                line = line.rstrip("\n")
+                if not line.startswith(EVENT_PREFIX):
+                    tail.append(line)
+                    reporter.raw("accelerate", line)
+                    continue
+                event = json.loads(line[len(EVENT_PREFIX) :])
+                if "error" in event:
+                    error.append(event["error"])
+                elif "progress" in event:
+                    slot = f"process {event['rank']}"
+                    reporter.progress(_Shown(slot, event["progress"], event["step"], event["total"]))
+                elif "message" in event:
+                    reporter.message(event["message"])
+
+        reader = threading.Thread(target=relay, daemon=True)
+        reader.start()
+        try:
+            code = process.wait()
+        except KeyboardInterrupt:
+            process.terminate()
+            process.wait()
+            raise
+        reader.join(timeout=10)
+        reporter.done()
+        if error:
+            raise GlanceError(error[0])
+        if code != 0:
+            lines = "\n".join(f"  {line}" for line in list(tail)[-12:])
+            print(f"last lines of the processes' output:\n{lines}", file=sys.stderr)
+            raise GlanceError(f"--num-processes {count}: a process failed (exit code {code})")
+        reports = [
+            WorkerReport.model_validate_json((folder / f"result-{rank}.json").read_text()) for rank in range(count)
+        ]
+    results = sorted(
+        (ImageResult.model_validate(image) for report in reports for image in report.images),
+        key=lambda result: next(job.index for job in jobs if job.out == result.image),
+    )
+    for result in results:
+        reporter.result(result_line(result))
+    return results, max(report.load_seconds for report in reports)
+
+
+def _free_port() -> int:
+    """A free TCP port for the processes' rendezvous (two runs at once must not share one)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# --- inside each process ------------------------------------------------------------------------
+
+
+class _EventReporter:
+    """A Reporter for a worker: everything goes to the parent as JSON lines on stdout."""
+
+    def __init__(self, rank: int, verbose: bool, quiet: bool):
+        self.rank, self.verbose, self.quiet = rank, verbose, quiet
+        self._last = 0.0
+
+    def _emit(self, **event) -> None:
+        print(EVENT_PREFIX + json.dumps({"rank": self.rank, **event}), flush=True)
+
+    def progress(self, progress) -> None:
+        if self.quiet or self.verbose:
+            return
+        now = time.monotonic()
+        if progress.step < progress.total and now - self._last < 0.1:  # at most ten lines a second
+            return
+        self._last = now
+        self._emit(progress=f"[{self.rank}] {progress.render()}", step=progress.step, total=progress.total)
+
+    def message(self, text: str) -> None:
+        if not self.quiet:
+            self._emit(message=text)
+
+    def result(self, text: str) -> None:  # the parent prints the result lines, in list order
+        pass
+
+    def done(self) -> None:
+        pass
+
+
+def worker_main(job_file: Path) -> int:
+    from accelerate import PartialState
+
+    from glance.infer import InferOptions, render_images
+
+    job = SpreadJob.model_validate_json(Path(job_file).read_text())
+    state = PartialState(cpu=job.device == "cpu")
+    rank, count = state.process_index, state.num_processes
+    reporter = _EventReporter(rank, job.verbose, job.quiet)
+    device = "cpu" if job.device == "cpu" else str(state.device)
+    mine = job.jobs[rank::count]
+    try:
+        options = InferOptions.model_validate(job.options)
+        results, load_seconds = render_images(options, mine, device, reporter) if mine else ([], 0.0)
+    except GlanceError as exc:
+        reporter._emit(error=str(exc))
+        return 1
+    report = WorkerReport(images=[r.model_dump(mode="json") for r in results], load_seconds=load_seconds)
+    (Path(job_file).parent / f"result-{rank}.json").write_text(report.model_dump_json())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main(Path(sys.argv[1])))
