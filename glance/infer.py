@@ -73,6 +73,7 @@ class InferOptions(BaseModel):
 
     prompts: list[str] = Field(min_length=1)
     model: str  # hub id or local diffusers folder
+    model_revision: str | None = None  # a hub model's commit (the one trained on, from the manifest)
     family: str | None = None  # detected from the model when left out
     lists: TimestepLists  # the slow and fast lists the LoRAs were trained on
     slow_lora: Path
@@ -168,8 +169,9 @@ def options_from_manifest(output_dir: Path, **overrides) -> InferOptions:
             "width": manifest.resolution,
             "height": manifest.resolution,
         }
-        if "model" not in overrides:
+        if "model" not in overrides:  # the model trained on, at the commit trained on
             values["family"] = manifest.family
+            values["model_revision"] = manifest.model_revision
         if manifest.train_guidance is not None:  # FLUX samples with the guidance it was trained at
             values["guidance"] = manifest.train_guidance
         for phase in ADAPTERS:
@@ -234,7 +236,7 @@ def run_infer(options: InferOptions, reporter: Reporter | None = None) -> InferR
 
     reporter = reporter or Reporter()
     # A Hub model comes from the cache, else it is downloaded once, here; the records keep its hub id.
-    model_dir = resolve_model(options.model).path_or_id
+    model_dir = resolve_model(options.model, revision=options.model_revision).path_or_id
     family = resolve_family(model_dir, options.family)
     loras = {"slow": _read_lora("slow", options.slow_lora), "fast": _read_lora("fast", options.fast_lora)}
     jobs = plan_images(options.out, options.prompts, options.seeds, options.compare)
@@ -315,7 +317,7 @@ def render_images(
     if model_dir is None:
         from glance.hub import resolve_model
 
-        model_dir = resolve_model(options.model).path_or_id
+        model_dir = resolve_model(options.model, revision=options.model_revision).path_or_id
     family = family or resolve_family(model_dir, options.family)
     loras = loras or {"slow": _read_lora("slow", options.slow_lora), "fast": _read_lora("fast", options.fast_lora)}
     memory = memory or sampling_plan(options, family, device, model_dir)

@@ -165,22 +165,6 @@ def component_params(folder: Path) -> int | None:
     return sum(safetensors_params(p) for p in paths)
 
 
-def hub_cache_snapshot(model: str) -> Path | None:
-    """The cached snapshot folder of a hub id, when the Hugging Face cache holds one (no network)."""
-    if "/" not in model:
-        return None
-    home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
-    cache = os.environ.get("HF_HUB_CACHE") or home / "hub"
-    repo = Path(cache) / f"models--{model.replace('/', '--')}"
-    ref = repo / "refs" / "main"
-    if ref.is_file():
-        snapshot = repo / "snapshots" / ref.read_text().strip()
-        if snapshot.is_dir():
-            return snapshot
-    snapshots = sorted((repo / "snapshots").glob("*")) if (repo / "snapshots").is_dir() else []
-    return snapshots[-1] if snapshots else None
-
-
 def read_model_sizes(folder: Path) -> ModelSizes | None:
     """Sizes of a local diffusers folder from its safetensors headers and configs; None when incomplete."""
     folder = Path(folder)
@@ -223,7 +207,9 @@ def model_sizes(model: str, family: Family) -> ModelSizes:
 
     An unknown hub id gets the sizes of its family's first model, and says so.
     """
-    folder = Path(model).expanduser() if is_local_model(model) else hub_cache_snapshot(model)
+    from glance.hub import cached_snapshot
+
+    folder = Path(model).expanduser() if is_local_model(model) else cached_snapshot(model)
     if folder is not None:
         sizes = read_model_sizes(folder)
         if sizes is not None:

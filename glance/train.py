@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -350,7 +349,6 @@ class PhaseRun:
         self.log_path = log_path
         self.progress = PhaseProgress(launch.phase, total_steps)
         self.reporter = reporter
-        self.tail: deque[str] = deque(maxlen=20)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(log_path, "w", encoding="utf-8", errors="replace")  # noqa: SIM115 - closed in wait()
         try:
@@ -385,7 +383,6 @@ class PhaseRun:
         if not line.strip():
             return
         self._log.write(line + "\n")
-        self.tail.append(line)
         self.reporter.raw(self.launch.phase, line)
         # Before the step bar appears, every log line refreshes the live line's clock.
         if self.progress.update(line) or not self.progress.started_steps:

@@ -170,7 +170,9 @@ def test_bad_input_through_the_real_entry_point(workdir):
     assert not (workdir / "config").exists() and not (workdir / "output").exists()
 
 
-@pytest.mark.parametrize("args", [["--help"], ["configs", "--help"], ["train", "--help"], ["infer", "--help"]])
+@pytest.mark.parametrize(
+    "args", [["--help"], ["configs", "--help"], ["train", "--help"], ["infer", "--help"], ["push", "--help"]]
+)
 def test_help_does_not_import_heavy_libraries(args):
     code = (
         "import sys; from glance.cli import main; sys.argv = ['glance', *sys.argv[1:]]\n"

@@ -9,6 +9,7 @@ import sys
 from datetime import UTC, datetime
 
 import pytest
+from support.fake_terminal import FakeTerminal
 from support.tiny_models import SIZE
 from typer.testing import CliRunner
 
@@ -171,20 +172,6 @@ def test_cli_prompts_file_with_a_bad_line_fails_before_loading(run_dir, tmp_path
     assert result.exit_code == 1 and "give a prompt" in result.stderr
     result = CliRunner().invoke(app, ["infer", "p", "--seeds", "3-1", "-o", str(run_dir)])
     assert result.exit_code == 1 and result.stderr.strip() == "glance: error: --seeds 3-1: the range 3-1 runs backwards"
-
-
-class FakeTerminal:
-    def __init__(self, tty: bool):
-        self.tty, self.text = tty, ""
-
-    def isatty(self) -> bool:
-        return self.tty
-
-    def write(self, text: str) -> None:
-        self.text += text
-
-    def flush(self) -> None:
-        pass
 
 
 def test_reporter_one_live_line_per_image_on_a_terminal_none_in_a_log():

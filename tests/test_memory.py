@@ -275,7 +275,7 @@ def test_sizes_from_the_hub_cache_else_the_table(tiny, tmp_path, monkeypatch):
     os.symlink(tiny("flux").model, snapshot)
     (tmp_path / "hub" / "models--someone--tiny-flux" / "refs").mkdir()
     (tmp_path / "hub" / "models--someone--tiny-flux" / "refs" / "main").write_text("abc123")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))  # read at import
     assert model_sizes("someone/tiny-flux", FAMILIES["flux"]).source == f"safetensors headers in {snapshot}"
     flux = model_sizes("black-forest-labs/FLUX.1-dev", FAMILIES["flux"])  # not cached here: the table
     assert flux.source == "known size of black-forest-labs/FLUX.1-dev" and flux.large_text_encoder == "text_encoder_2"

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support.fake_terminal import FakeTerminal
 from typer.testing import CliRunner
 
 from glance.cli import app
@@ -337,20 +338,6 @@ def test_progress_reads_simpletuner_lines():
     assert moved == [True, True, False, True]  # another bar with another total is not the phase
     assert (progress.step, progress.loss) == (4, 4.57)
     assert progress.render().startswith("slow: step 4/4  loss 4.5700  0:")
-
-
-class FakeTerminal:
-    def __init__(self, tty: bool):
-        self.tty, self.text = tty, ""
-
-    def isatty(self) -> bool:
-        return self.tty
-
-    def write(self, text: str) -> None:
-        self.text += text
-
-    def flush(self) -> None:
-        pass
 
 
 def test_reporter_live_line_on_a_terminal_and_tenths_in_a_log():

@@ -12,6 +12,7 @@ from glance import __version__
 from glance.cli import configs as _configs
 from glance.cli import demo as _demo
 from glance.cli import infer as _infer
+from glance.cli import push as _push
 from glance.cli import train as _train
 
 app = typer.Typer(
@@ -30,6 +31,7 @@ app.command("configs", epilog=_configs.EPILOG)(_configs.configs_command)
 app.command("schedule", epilog=_configs.SCHEDULE_EPILOG)(_configs.schedule_command)
 app.command("train", epilog=_train.EPILOG)(_train.train_command)
 app.command("infer", epilog=_infer.EPILOG)(_infer.infer_command)
+app.command("push", epilog=_push.EPILOG)(_push.push_command)
 app.command("demo", epilog=_demo.EPILOG)(_demo.demo_command)
 
 

@@ -31,6 +31,7 @@ EPILOG = examples(
     "--fast-timesteps 926.6473,825.7017,677.9868,441.1997,60.5503",
     'glance infer "a red circle" -o output --device cpu --json',
     'glance infer "a lighthouse" --quantize int8 --cpu-offload',
+    'glance infer --lora-repo you/lighthouse-glance "a lighthouse at dawn"',
 )
 
 
@@ -77,6 +78,15 @@ def infer_command(
         typer.Option("--prompts", help="A UTF-8 file, one prompt per line; blank lines and # comments are skipped."),
     ] = None,
     output_dir: OutputDirOpt = Path("output"),
+    lora_repo: Annotated[
+        str | None,
+        typer.Option(
+            "--lora-repo", help="Sample a pair pushed with `glance push` (Hub repo id) instead of OUTPUT_DIR."
+        ),
+    ] = None,
+    lora_revision: Annotated[
+        str | None, typer.Option("--lora-revision", help="Branch, tag or commit of --lora-repo.")
+    ] = None,
     model: ModelOpt = None,
     family: FamilyOpt = None,
     slow: Annotated[Path | None, typer.Option(help="Slow LoRA folder. [default: from OUTPUT_DIR/glance.json]")] = None,
@@ -163,6 +173,10 @@ def infer_command(
     if not all_prompts:
         raise GlanceError('give a prompt (glance infer "a lighthouse at dawn") or --prompts FILE')
     lists = parse_lists(slow_timesteps, fast_timesteps)
+    if lora_repo is not None:  # its manifest and LoRAs, downloaded (cached), read like a run folder
+        from glance.share import fetch_pair
+
+        output_dir = fetch_pair(lora_repo, lora_revision)
     options = options_from_manifest(
         output_dir,
         prompts=all_prompts,

@@ -13,6 +13,11 @@ test in a subprocess) and the client talks to this server as it would to hugging
   on a gated repo's files and tree (its info stays public, `"gated": "manual"`),
   and 401 + `X-Error-Message: Invalid credentials in Authorization header` for an unknown token;
 - `*.safetensors` files are served as LFS files (sha256 ETag), the rest as git blobs (sha1 ETag);
+- writing, as `glance push` needs it: `POST /api/repos/create`, `/api/validate-yaml` (a README's
+  YAML front matter must parse), `/api/models/{id}/preupload/main` (every file "regular", so the
+  client sends the content inside the commit request: no LFS or Xet storage) and
+  `/api/models/{id}/commit/main` (ndjson; applied whole or not at all); only tokens in
+  `write_tokens` may write, others get 401 (unknown) or 403 (read-only), as on the Hub;
 - `requests` records every request (method, path, Range header) and `chunk_delay` slows the file
   bodies down, so a test can watch a progress bar or interrupt a download.
 
@@ -21,8 +26,10 @@ Run alone: `python tests/support/fake_hub.py FOLDER REPO_ID [--gated]` serves FO
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import re
 import shutil
 import threading
 import time
@@ -71,6 +78,8 @@ class Repo:
     claim_size: int | None = None  # model_info reports each LFS file this big (a model too large for the disk)
     files: dict[str, RepoFile] = field(default_factory=dict)
     sha: str = ""
+    commits: int = 1  # how many commits made the repo what it is (its creation counts as one)
+    private: bool = False
 
     def scan(self) -> None:
         """Read the files and derive the commit hash; call again after changing the folder."""
@@ -93,6 +102,7 @@ class FakeHub:
         self.root = Path(root)
         self.repos: dict[str, Repo] = {}
         self.tokens: set[str] = set()  # tokens the Hub knows; any other token is refused with 401
+        self.write_tokens: set[str] = set()  # of those, the ones that may create repos and commit
         self.chunk_delay = 0.0
         self.requests: list[dict] = []
         self._server: ThreadingHTTPServer | None = None
@@ -115,6 +125,15 @@ class FakeHub:
         self.repos[repo_id] = repo
         self.tokens.update(granted)
         return repo
+
+    def add_token(self, token: str, *, write: bool = False) -> None:
+        self.tokens.add(token)
+        if write:
+            self.write_tokens.add(token)
+
+    def files(self, repo_id: str) -> dict[str, bytes]:
+        """The repo's current files (path -> content)."""
+        return {path: entry.data_path.read_bytes() for path, entry in self.repos[repo_id].files.items()}
 
     @property
     def url(self) -> str:
@@ -165,6 +184,27 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._serve(head=False)
 
+    def do_POST(self) -> None:
+        url = urlsplit(self.path)
+        path = unquote(url.path)
+        self.fake.requests.append({"method": "POST", "path": path, "range": None})
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        try:
+            if path == "/api/repos/create":
+                return self._create_repo(json.loads(body or b"{}"))
+            if path == "/api/validate-yaml":
+                return self._validate_yaml(json.loads(body).get("content", ""))
+            repo_id, _, action = path.removeprefix("/api/models/").rpartition("/")
+            repo_id, _, kind = repo_id.rpartition("/")
+            if path.startswith("/api/models/") and kind in ("preupload", "commit"):
+                if action != "main":
+                    raise _Refusal(400, message="the stand-in Hub commits to main only")
+                repo = self._writable(repo_id)
+                return self._preupload(repo, json.loads(body)) if kind == "preupload" else self._commit(repo, body)
+            raise _Refusal(404, message="Not Found")
+        except _Refusal as refusal:
+            self._refuse(refusal, head=False)
+
     def _serve(self, *, head: bool) -> None:
         url = urlsplit(self.path)
         path = unquote(url.path)
@@ -177,17 +217,92 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 raise _Refusal(404, message="Not Found")
         except _Refusal as refusal:
-            body = json.dumps({"error": refusal.message or refusal.code or "error"}).encode()
-            self.send_response(refusal.status)
-            if refusal.code:
-                self.send_header("X-Error-Code", refusal.code)
-            if refusal.message:
-                self.send_header("X-Error-Message", refusal.message)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if not head:
-                self.wfile.write(body)
+            self._refuse(refusal, head)
+
+    def _refuse(self, refusal: _Refusal, head: bool) -> None:
+        body = json.dumps({"error": refusal.message or refusal.code or "error"}).encode()
+        self.send_response(refusal.status)
+        if refusal.code:
+            self.send_header("X-Error-Code", refusal.code)
+        if refusal.message:
+            self.send_header("X-Error-Message", refusal.message)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+
+    # --- writing ----------------------------------------------------------------------------
+
+    def _token(self) -> str | None:
+        auth = self.headers.get("Authorization", "")
+        return auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else None
+
+    def _check_write(self) -> None:
+        token = self._token()
+        if token is None or token not in self.fake.tokens:
+            raise _Refusal(401, message="Invalid username or password.")
+        if token not in self.fake.write_tokens:
+            raise _Refusal(403, message="You don't have the rights to create or write to this repository")
+
+    def _writable(self, repo_id: str) -> Repo:
+        self._check_write()
+        repo = self.fake.repos.get(repo_id)
+        if repo is None:
+            raise _Refusal(404, "RepoNotFound", "Repository not found")
+        return repo
+
+    def _create_repo(self, payload: dict) -> None:
+        self._check_write()
+        repo_id = f"{payload.get('organization') or 'tester'}/{payload['name']}"
+        if repo_id in self.fake.repos:
+            raise _Refusal(409, message="You already created this model repo")
+        folder = self.fake.root / repo_id
+        folder.mkdir(parents=True)
+        (folder / ".gitattributes").write_text("*.safetensors filter=lfs diff=lfs merge=lfs -text\n")
+        repo = Repo(repo_id, folder, private=payload.get("visibility") == "private")
+        repo.scan()
+        self.fake.repos[repo_id] = repo
+        self._json({"url": f"{self.fake.url}/{repo_id}", "name": repo_id}, head=False)
+
+    def _validate_yaml(self, content: str) -> None:
+        import yaml
+
+        match = re.match(r"^---\n(.*?)\n---\n", content, re.DOTALL)
+        try:
+            metadata = yaml.safe_load(match.group(1)) if match else {}
+        except yaml.YAMLError as exc:
+            raise _Refusal(400, message=f"invalid YAML: {exc}") from None
+        if not isinstance(metadata, dict):
+            raise _Refusal(400, message="the metadata must be a mapping")
+        self._json({"warnings": []}, head=False)
+
+    def _preupload(self, repo: Repo, payload: dict) -> None:
+        modes = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in payload["files"]]
+        self._json({"files": modes, "commitOid": repo.sha}, head=False)
+
+    def _commit(self, repo: Repo, body: bytes) -> None:
+        """Apply an ndjson commit as a whole: every operation is read and checked before a file changes."""
+        writes: dict[str, bytes] = {}
+        deletes: list[str] = []
+        for line in body.splitlines():
+            item = json.loads(line)
+            value = item["value"]
+            if item["key"] == "file":
+                writes[value["path"]] = base64.b64decode(value["content"])
+            elif item["key"] == "deletedFile":
+                deletes.append(value["path"])
+            elif item["key"] != "header":
+                raise _Refusal(400, message=f"the stand-in Hub does not take {item['key']!r} operations")
+        for path in deletes:
+            (repo.folder / path).unlink(missing_ok=True)
+        for path, data in writes.items():
+            (repo.folder / path).parent.mkdir(parents=True, exist_ok=True)
+            (repo.folder / path).write_bytes(data)
+        repo.scan()
+        repo.commits += 1
+        url = f"{self.fake.url}/{repo.repo_id}/commit/{repo.sha}"
+        self._json({"commitUrl": url, "commitOid": repo.sha, "pullRequestUrl": None}, head=False)
 
     # --- access rules, in the Hub's order: token, repo, gate, revision ---------------------------
 
@@ -236,7 +351,7 @@ class _Handler(BaseHTTPRequestHandler):
             "id": repo.repo_id,
             "modelId": repo.repo_id,
             "sha": repo.sha,
-            "private": False,
+            "private": repo.private,
             "gated": "manual" if repo.gated else False,
             "disabled": False,
             "tags": ["diffusers"],

@@ -1,0 +1,327 @@
+"""A Glance pair on the Hub: build the folder a finished run is pushed as, push it in one commit, fetch it back.
+
+The pushed folder holds both LoRA files (with their adapter metadata), the run manifest with every
+local path removed, the sample images rendered for this run (their PNG records stripped of local
+paths too), the training image only when asked, and the model card (glance/card.py).
+huggingface_hub is imported inside the functions: `glance --help` stays light.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from glance.card import Sample, TrainingImage, render_card
+from glance.families import GlanceError, get_family, is_local_model
+from glance.files import write_atomic
+from glance.manifest import MANIFEST_NAME, PHASES, WEIGHTS_NAME, RunManifest, load_manifest
+from glance.simpletuner import add_adapter_metadata
+
+CARD_NAME = "README.md"
+SAMPLES_DIR = "samples"  # in the run folder: where `glance push --sample` renders
+LOGIN_HINT = "run `hf auth login` or set HF_TOKEN to a token with write access"
+
+
+@dataclass(frozen=True)
+class PushOptions:
+    repo_id: str
+    output_dir: Path = Path("output")
+    base_model: str | None = None  # the card's base model; needed when the run used a local folder
+    private: bool = False
+    revision: str | None = None  # a branch; created when missing
+    include_training_image: bool = False
+    sample_prompts: tuple[str, ...] = ()  # render these first (glance infer), then push them too
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class PushResult:
+    folder: Path
+    files: list[str]
+    card: str
+    url: str | None = None  # the commit, when pushed
+    commit: str | None = None
+
+
+def check_repo_id(repo_id: str) -> None:
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        raise GlanceError(f"{repo_id!r} is not a valid repo id (namespace/name): {exc}") from None
+    if repo_id.count("/") != 1:
+        raise GlanceError(f"{repo_id!r} is not a valid repo id: give it as namespace/name, e.g. you/my-glance-pair")
+
+
+def load_finished_run(output_dir: Path) -> RunManifest:
+    manifest = load_manifest(Path(output_dir) / MANIFEST_NAME)
+    missing = [phase for phase in PHASES if phase not in manifest.phases]
+    if missing:
+        raise GlanceError(
+            f"the run in {output_dir} is incomplete: the {' and '.join(missing)} phase has not finished; "
+            "run `glance train` first"
+        )
+    return manifest
+
+
+def card_base_model(manifest: RunManifest, base_model: str | None) -> str:
+    """The hub id the card points at: the run's own model, or --base-model for a run on a local folder."""
+    if base_model is not None:
+        if is_local_model(base_model) or Path(base_model).is_absolute():
+            raise GlanceError(f"--base-model {base_model}: give the base model's Hub id, not a folder")
+        return base_model
+    if is_local_model(manifest.model) or Path(manifest.model).is_absolute():
+        raise GlanceError(
+            f"the run trained on a local folder ({manifest.model}); pass --base-model HUB_ID for the card, "
+            "e.g. --base-model black-forest-labs/FLUX.1-dev"
+        )
+    return manifest.model
+
+
+def public_manifest(manifest: RunManifest, base_model: str) -> str:
+    """The manifest as pushed: the base model's hub id, LoRA folders relative to the repo, no local paths."""
+    data = manifest.model_dump(mode="json", exclude={"written_configs", "model_path"})
+    if base_model != manifest.model:  # the revision was of the folder or repo trained on, not of this one
+        data["model_revision"] = None
+    data["model"] = base_model
+    data["phases"] = {phase: {**record, "lora_dir": f"glance-{phase}"} for phase, record in data["phases"].items()}
+    RunManifest.model_validate(data)  # still a manifest `glance infer` reads
+    return json.dumps(data, indent=2) + "\n"
+
+
+def find_samples(manifest: RunManifest, output_dir: Path, search: list[Path]) -> list[Path]:
+    """PNGs in `search` folders that `glance infer` rendered with this run's two LoRAs."""
+    from glance.infer import read_png_parameters
+
+    manifest_path = Path(output_dir) / MANIFEST_NAME
+    loras = {phase: manifest.lora_dir(phase, manifest_path) for phase in PHASES}
+    found: list[Path] = []
+    for folder in dict.fromkeys(Path(f).resolve() for f in search):
+        for png in sorted(folder.glob("*.png")) if folder.is_dir() else []:
+            try:
+                record = read_png_parameters(png)
+            except (GlanceError, ValueError):
+                continue
+            used = record.get("loras") or {}
+            if record.get("kind") == "glance" and all(
+                Path(used.get(phase, {}).get("path", "")).resolve() == loras[phase] for phase in PHASES
+            ):
+                found.append(png)
+    return found
+
+
+def render_samples(output_dir: Path, prompts: tuple[str, ...]) -> list[Path]:
+    """Render the prompts with `glance infer` (one load) into OUTPUT_DIR/samples, replacing earlier samples."""
+    from glance.infer import options_from_manifest, run_infer
+
+    out = Path(output_dir) / SAMPLES_DIR / "sample.png"  # several prompts: sample-1.png, sample-2.png, ...
+    run = run_infer(options_from_manifest(output_dir, prompts=list(prompts), out=out, force=True))
+    return [image.image for image in run.images]
+
+
+def _public_png(source: Path, base_model: str) -> tuple[bytes, Sample]:
+    """The PNG with its glance record's local paths replaced by repo paths (pixels untouched)."""
+    from io import BytesIO
+
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    from glance.infer import PNG_GLANCE_KEY, PNG_PARAMETERS_KEY, parameters_line, read_png_parameters
+
+    record = read_png_parameters(source)
+    record["model"] = base_model
+    for phase, lora in (record.get("loras") or {}).items():
+        lora["path"] = f"glance-{phase}"
+    info = PngInfo()
+    info.add_text(PNG_PARAMETERS_KEY, parameters_line(record))
+    info.add_text(PNG_GLANCE_KEY, json.dumps(record, sort_keys=True))
+    buffer = BytesIO()
+    with Image.open(source) as image:
+        image.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue(), Sample("", record["prompt"], record["seed"])
+
+
+def build_folder(options: PushOptions, folder: Path, *, search: list[Path] | None = None) -> PushResult:
+    """Write everything the repo will hold into `folder` (emptied first); nothing is uploaded."""
+    manifest = load_finished_run(options.output_dir)
+    base_model = card_base_model(manifest, options.base_model)
+    manifest_path = Path(options.output_dir) / MANIFEST_NAME
+    family = get_family(manifest.family)
+    if options.sample_prompts:
+        render_samples(options.output_dir, options.sample_prompts)
+
+    folder = Path(folder)
+    if folder.exists():
+        shutil.rmtree(folder)
+    files: dict[str, bytes] = {}
+    for phase in PHASES:
+        weights = manifest.lora_dir(phase, manifest_path) / WEIGHTS_NAME
+        if not weights.is_file():
+            raise GlanceError(f"the {phase} LoRA is missing: {weights}; run `glance train` again")
+        files[f"glance-{phase}/{WEIGHTS_NAME}"] = weights.read_bytes()
+    files[MANIFEST_NAME] = public_manifest(manifest, base_model).encode()
+
+    samples: list[Sample] = []
+    search = (
+        search if search is not None else [Path.cwd(), Path(options.output_dir), Path(options.output_dir) / SAMPLES_DIR]
+    )
+    for index, png in enumerate(find_samples(manifest, options.output_dir, search), start=1):
+        data, sample = _public_png(png, base_model)
+        path = f"images/sample-{index}.png"
+        files[path] = data
+        samples.append(Sample(path, sample.prompt, sample.seed))
+
+    training = None
+    if options.include_training_image:
+        training, training_files = _training_files(Path(options.output_dir))
+        files.update(training_files)
+
+    card = render_card(manifest, repo_id=options.repo_id, base_model=base_model, samples=samples, training=training)
+    files[CARD_NAME] = card.encode()
+    for path, data in files.items():
+        write_atomic(folder / path, data)
+    for phase in PHASES:  # LoRAs trained outside glance may lack it: diffusers would load them at alpha = rank
+        add_adapter_metadata(
+            folder / f"glance-{phase}" / WEIGHTS_NAME,
+            rank=manifest.rank,
+            alpha=family.recipe.alpha_per_rank * manifest.rank,
+        )
+    return PushResult(folder, sorted(files), card)
+
+
+def _training_files(output_dir: Path) -> tuple[TrainingImage, dict[str, bytes]]:
+    """The staged pair (OUTPUT_DIR/dataset): the image and its caption, as trained on."""
+    dataset = output_dir / "dataset"
+    captions = sorted(dataset.glob("*.txt")) if dataset.is_dir() else []
+    images = [p for p in sorted(dataset.iterdir()) if p.suffix.lower() not in (".txt", ".json")] if captions else []
+    if len(captions) != 1 or len(images) != 1:
+        raise GlanceError(f"--include-training-image: no staged image and caption in {dataset}")
+    caption = captions[0].read_text(encoding="utf-8").strip()
+    path = f"training/{images[0].name}"
+    return TrainingImage(path, caption), {
+        path: images[0].read_bytes(),
+        f"training/{captions[0].name}": captions[0].read_bytes(),
+    }
+
+
+def push(options: PushOptions, *, emit: Callable[[str], None] = print) -> PushResult:
+    """Build the folder in a temporary place and upload it as one commit (it lands whole or not at all)."""
+    from huggingface_hub import HfApi, get_token
+
+    check_repo_id(options.repo_id)
+    load_finished_run(options.output_dir)  # before asking for a token: the cheaper fault first
+    token = get_token()
+    if token is None:
+        raise GlanceError(f"not logged in to the Hub: {LOGIN_HINT}")
+    api = HfApi(token=token)
+    with tempfile.TemporaryDirectory(prefix="glance-push-") as staging:
+        built = build_folder(options, Path(staging) / "repo")
+        emit(f"uploading {len(built.files)} files to {options.repo_id} ...")
+        with _hub_errors(options.repo_id):
+            api.create_repo(options.repo_id, private=options.private, exist_ok=True)
+            if options.revision and options.revision != "main":
+                api.create_branch(options.repo_id, branch=options.revision, exist_ok=True)
+            commit = api.upload_folder(
+                folder_path=built.folder,
+                repo_id=options.repo_id,
+                revision=options.revision,
+                commit_message=options.message or "Glance LoRA pair (glance push)",
+            )
+    return PushResult(built.folder, built.files, built.card, url=commit.commit_url, commit=commit.oid)
+
+
+def fetch_pair(repo_id: str, revision: str | None = None) -> Path:
+    """Download a pushed pair's manifest and LoRA files (cached by huggingface_hub); its local folder."""
+    from huggingface_hub import hf_hub_download, snapshot_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    check_repo_id(repo_id)
+    with _hub_errors(repo_id, reading=True):
+        try:
+            manifest_file = Path(hf_hub_download(repo_id, MANIFEST_NAME, revision=revision))
+        except EntryNotFoundError:
+            raise GlanceError(f"{repo_id} is not a Glance pair: it has no {MANIFEST_NAME}") from None
+        try:
+            load_manifest(manifest_file)
+        except GlanceError:
+            raise GlanceError(f"{repo_id} is not a Glance pair: its {MANIFEST_NAME} is not a glance manifest") from None
+        folder = snapshot_download(
+            repo_id, revision=revision, allow_patterns=[MANIFEST_NAME, *(f"glance-{p}/{WEIGHTS_NAME}" for p in PHASES)]
+        )
+    return Path(folder)
+
+
+class _hub_errors:
+    """Turn what huggingface_hub raises into one line that says what to do."""
+
+    def __init__(self, repo_id: str, reading: bool = False):
+        self.repo_id, self.reading = repo_id, reading
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if exc is None or isinstance(exc, GlanceError):
+            return False
+        from huggingface_hub import constants
+        from huggingface_hub.errors import (
+            GatedRepoError,
+            HfHubHTTPError,
+            LocalEntryNotFoundError,
+            OfflineModeIsEnabled,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
+
+        repo = self.repo_id
+        if isinstance(exc, OfflineModeIsEnabled) or (isinstance(exc, LocalEntryNotFoundError) and _offline()):
+            raise GlanceError(f"{repo}: HF_HUB_OFFLINE is set and the files are not in the cache") from None
+        if isinstance(exc, GatedRepoError):
+            raise GlanceError(
+                f"{repo} is gated: accept its terms on https://huggingface.co/{repo}, then {LOGIN_HINT}"
+            ) from None
+        if isinstance(exc, RevisionNotFoundError):
+            raise GlanceError(f"{repo} has no such revision (branch, tag or commit)") from None
+        if isinstance(exc, RepositoryNotFoundError):
+            raise GlanceError(
+                f"{repo} was not found on the Hub (or it is private and the token cannot see it)"
+            ) from None
+        if isinstance(exc, HfHubHTTPError) and exc.response is not None:
+            status = exc.response.status_code
+            if status in (401, 403):
+                need = "read" if self.reading else "write"
+                raise GlanceError(
+                    f"the Hub refused the token for {repo} (HTTP {status}): it needs {need} access; {LOGIN_HINT}"
+                ) from None
+            raise GlanceError(f"the Hub answered HTTP {status} for {repo}: {_first_line(exc)}") from None
+        if isinstance(exc, LocalEntryNotFoundError | ConnectionError | OSError) or _is_transport_error(exc):
+            raise GlanceError(
+                f"cannot reach the Hub at {constants.ENDPOINT} ({_first_line(exc)}); check the network"
+            ) from None
+        return False
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def _is_transport_error(exc: BaseException) -> bool:
+    return any(cls.__name__ in ("TransportError", "ConnectError", "TimeoutException") for cls in type(exc).__mro__)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def default_folder(output_dir: Path) -> Path:
+    """Where --dry-run builds the folder it would upload."""
+    return Path(output_dir) / "push"
