@@ -88,7 +88,7 @@ dtype = torch.bfloat16 if device == "cuda" else torch.float32
 
 pipe = {family.pipeline_class}.from_pretrained(base_model, dtype=dtype, use_safetensors=True)
 {loads}pipe.set_adapters("slow")
-pipe.to(device)
+pipe.to(device)  # a GPU too small for the whole pipeline: pipe.enable_model_cpu_offload() instead
 
 # Step through exactly the sigmas the LoRAs were trained on: no shift, no terminal stretch.
 pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(
@@ -200,7 +200,8 @@ one of the two ways below.
 glance infer --lora-repo {repo_id} {_shell_quote(prompt)} --seed {seed}
 ```
 
-`glance.json` is the training run's manifest (lists, guidance, resolution); `glance infer` reads it.
+`glance.json` is the training run's manifest (lists, guidance, resolution); `glance infer` reads it,
+and fits the base model to your GPU (quantization, CPU offload) by its memory plan.
 """
 
 
