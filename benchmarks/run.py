@@ -459,6 +459,11 @@ def main() -> None:
     if "many" in chosen:
         results["many"] = bench_many(args.workdir / "infer")  # the same bench model and LoRAs
     print_table(results)
+    if args.only and args.json.is_file():  # keep the figures not rerun; each rerun entry says where and when
+        kept = json.loads(args.json.read_text())
+        for name in chosen:
+            results[name].update(machine=results["machine"], date=results["date"])
+        results = {**kept, **{name: results[name] for name in chosen}}
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nsaved {args.json}")
 
