@@ -417,17 +417,23 @@ class PhaseRun:
         return time.monotonic() - self.started
 
 
-def _phase_result(run: PhaseRun, code: int, lora_dir: Path) -> None:
-    """Raise unless the phase exited 0 AND left its weights (Ctrl-C inside SimpleTuner exits 0)."""
+def _phase_result(run: PhaseRun, code: int, lora_dir: Path, memory: TrainingPlan) -> None:
+    """Raise unless the phase exited 0 AND left its weights (Ctrl-C inside SimpleTuner exits 0).
+
+    The log is read once: its last exception is the cause shown, and a CUDA out-of-memory error in
+    it adds the next lighter plan to the error line.
+    """
+    if code == 0 and (lora_dir / WEIGHTS_NAME).is_file():
+        return
     phase = run.launch.phase
+    lines = _log_tail(run.log_path)
     if code != 0:
-        cause = failure_cause(_log_tail(run.log_path)) or "no exception in its output"
-        print(f"{phase}: {cause}", file=sys.stderr)
-        raise GlanceError(f"the {phase} phase failed (exit code {code}); full log: {run.log_path}")
-    if not (lora_dir / WEIGHTS_NAME).is_file():
-        raise GlanceError(
-            f"the {phase} phase exited 0 but wrote no {lora_dir / WEIGHTS_NAME}; full log: {run.log_path}"
-        )
+        print(f"{phase}: {failure_cause(lines) or 'no exception in its output'}", file=sys.stderr)
+        failure = f"the {phase} phase failed (exit code {code}); full log: {run.log_path}"
+    else:
+        failure = f"the {phase} phase exited 0 but wrote no {lora_dir / WEIGHTS_NAME}; full log: {run.log_path}"
+    advice = oom_advice("\n".join(lines), memory)
+    raise GlanceError(f"{failure}; {advice}" if advice is not None else failure)
 
 
 def _log_tail(path: Path, limit: int = 1 << 20) -> list[str]:
@@ -580,14 +586,11 @@ def _wait_all(runs: dict[PhaseName, PhaseRun], plan: RunPlan, manifest: RunManif
             del pending[phase]
             code = run.wait()
             try:
-                _phase_result(run, code, plan.lora_dir(phase))
-            except GlanceError as exc:
+                _phase_result(run, code, plan.lora_dir(phase), plan.memory)
+            except GlanceError:
                 for other in pending.values():
                     other.stop()
                     other.wait()
-                advice = oom_advice(run.log_path.read_text(encoding="utf-8", errors="replace")[-65536:], plan.memory)
-                if advice is not None:  # a CUDA out-of-memory error: name the next lighter plan
-                    raise GlanceError(f"{exc}; {advice}") from None
                 raise
             config = plan.configs[phase]
             add_adapter_metadata(plan.lora_dir(phase) / WEIGHTS_NAME, rank=config.lora_rank, alpha=config.lora_alpha)
