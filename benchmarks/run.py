@@ -1,7 +1,7 @@
 """Speed and memory of glance against the baselines it replaces, measured in the same run.
 
     .venv/bin/python benchmarks/run.py                 # all three, prints a table, writes benchmarks/latest.json
-    .venv/bin/python benchmarks/run.py --only infer    # infer | train | startup | many
+    .venv/bin/python benchmarks/run.py --only infer    # infer | train | startup | many | quality
 
 1. infer:   `glance infer` (one pipeline, one loop) against the published two-call recipe (two
             `from_pretrained`, slow call then fast call) on the same synthetic FLUX with >= 1 GB
@@ -13,6 +13,9 @@
             of the published recipe, on the same bench model. Wall time, and the overhead beyond
             sampling: wall time minus the time spent in the denoising steps (the part a GPU makes
             small, so the overhead ratio is the figure that carries over to a GPU).
+5. quality: what a pair does to the images of the small shapes model glance ships, judged from the
+            pixels, against the base model at 50, 10 and 4 steps, the published recipe and the base
+            model on glance's sigmas without LoRAs (benchmarks/quality.py; about 30 minutes on 2 cores).
 
 Every measurement runs in a fresh child process (peak RSS is the child's own). Nothing here is
 asserted by the tests.
@@ -437,7 +440,7 @@ def print_table(results: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=("infer", "train", "startup", "many"), action="append")
+    parser.add_argument("--only", choices=("infer", "train", "startup", "many", "quality"), action="append")
     parser.add_argument("--workdir", type=Path, default=HERE / "work")
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     parser.add_argument("--child-args", default="{}", help=argparse.SUPPRESS)
@@ -448,7 +451,7 @@ def main() -> None:
         return
     os.environ["HF_HUB_OFFLINE"] = "1"
     args.workdir.mkdir(parents=True, exist_ok=True)
-    chosen = args.only or ["startup", "train", "infer", "many"]
+    chosen = args.only or ["startup", "train", "infer", "many", "quality"]
     results: dict = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M")}
     if "startup" in chosen:
         results["startup"] = bench_startup()
@@ -458,7 +461,15 @@ def main() -> None:
         results["infer"] = bench_infer(args.workdir / "infer")
     if "many" in chosen:
         results["many"] = bench_many(args.workdir / "infer")  # the same bench model and LoRAs
+    if "quality" in chosen:
+        from quality import bench_quality
+
+        results["quality"] = bench_quality(args.workdir / "quality")
     print_table(results)
+    if "quality" in results:
+        from quality import print_quality
+
+        print_quality(results["quality"])
     if args.only and args.json.is_file():  # keep the figures not rerun; each rerun entry says where and when
         kept = json.loads(args.json.read_text())
         for name in chosen:

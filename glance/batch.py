@@ -25,7 +25,7 @@ class ImageJob(BaseModel):
     prompt: str
     seed: int
     out: Path
-    base_out: Path | None = None  # --compare: the base model's image of the same prompt and seed
+    base_outs: dict[int, Path] = {}  # --compare: steps -> the base model's image of the same prompt and seed
 
 
 def parse_seeds(spec: str) -> list[int]:
@@ -99,12 +99,25 @@ def sheet_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}-compare{out.suffix}")
 
 
-def plan_images(out: Path, prompts: list[str], seeds: list[int], compare: int | None = None) -> list[ImageJob]:
+def parse_compare(spec: str) -> list[int]:
+    """`50` -> [50]; `50,10,4` -> [50, 10, 4]: the base model's step counts, in the order given."""
+    try:
+        steps = [int(part) for part in spec.split(",")]
+    except ValueError:
+        raise GlanceError(f"--compare {spec}: give step counts, e.g. 50 or 50,10") from None
+    if min(steps) < 1:
+        raise GlanceError(f"--compare {spec}: step counts start at 1")
+    if len(set(steps)) != len(steps):
+        raise GlanceError(f"--compare {spec}: a step count is given twice")
+    return steps
+
+
+def plan_images(out: Path, prompts: list[str], seeds: list[int], compare: list[int] | None = None) -> list[ImageJob]:
     """Every prompt x seed in prompt-major order. One image keeps `out`; several are numbered beside it."""
     pairs = [(prompt, seed) for prompt in prompts for seed in seeds]
     jobs = []
     for index, (prompt, seed) in enumerate(pairs):
         path = Path(out) if len(pairs) == 1 else numbered_path(out, index + 1, len(pairs))
-        base = base_image_path(path, compare) if compare else None
-        jobs.append(ImageJob(index=index, prompt=prompt, seed=seed, out=path, base_out=base))
+        bases = {steps: base_image_path(path, steps) for steps in compare or ()}
+        jobs.append(ImageJob(index=index, prompt=prompt, seed=seed, out=path, base_outs=bases))
     return jobs

@@ -90,7 +90,7 @@ class InferOptions(BaseModel):
     cpu_offload: bool = False
     quantize: QuantizeChoice = "auto"  # the memory plan (glance/memory.py): auto fits the GPU it runs on
     gpu_memory: float | None = Field(None, gt=0)  # GiB to plan for instead of nvidia-smi's figure
-    compare: int | None = Field(None, ge=1)  # also render the base model, without LoRAs, at its N-step schedule
+    compare: list[int] | None = None  # also render the base model, without LoRAs, at each N-step schedule
     num_processes: int = Field(1, ge=1)  # processes (one pipeline and device each) sharing the images
     force: bool = False
 
@@ -104,6 +104,14 @@ class InferOptions(BaseModel):
             if "seed" in values:
                 values["seeds"] = [values.pop("seed")]
         return values
+
+    @field_validator("compare", mode="before")
+    @classmethod
+    def _compare_steps(cls, compare):
+        steps = [compare] if isinstance(compare, int) else compare  # one count, as before lists
+        if steps is not None and (not steps or min(steps) < 1 or len(set(steps)) != len(steps)):
+            raise ValueError("compare takes distinct step counts of at least 1")
+        return steps
 
     @field_validator("seeds")
     @classmethod
@@ -134,7 +142,11 @@ class ImageResult(BaseModel):
     seconds: float  # the pipeline call (text encoding, denoising, decoding)
     denoise_seconds: float  # the denoising steps alone (first transformer call to the last scheduler step)
     summary: dict  # the same record the PNG carries under the "glance" key
-    base: ImageResult | None = None  # --compare: the base model's image of the same prompt and seed
+    bases: list[ImageResult] = []  # --compare: the base model's images of the same prompt and seed, in order
+
+    @property
+    def base(self) -> ImageResult | None:  # the first --compare image (with one step count, the only one)
+        return self.bases[0] if self.bases else None
 
     @property
     def trace(self) -> list[StepRecord]:
@@ -243,8 +255,8 @@ def run_infer(options: InferOptions, reporter: Reporter | None = None) -> InferR
     sheet = sheet_path(options.out) if options.compare else None
     for job in jobs:
         _check_out(job.out, options.force)
-        if job.base_out is not None:
-            _check_out(job.base_out, options.force)
+        for base_out in job.base_outs.values():
+            _check_out(base_out, options.force)
     if sheet is not None:
         _check_out(sheet, options.force)
     device = _resolve_device(options.device)
@@ -284,8 +296,7 @@ def run_infer(options: InferOptions, reporter: Reporter | None = None) -> InferR
 def result_line(result: ImageResult) -> str:
     """The line printed when an image is written (its base image's line first)."""
     lines = []
-    if result.base is not None:
-        base = result.base
+    for base in result.bases:
         lines.append(f"wrote {base.image} (base model, {len(base.summary['steps'])} steps, {base.seconds:.1f} s)")
     prompt = result.prompt if len(result.prompt) <= 60 else result.prompt[:57] + "..."
     lines.append(
@@ -350,20 +361,21 @@ def render_images(
             return {"glance_version": __version__, "prompt": job.prompt, "seed": job.seed, **common}
 
         # The base model renders first, before any LoRA layer exists, with the pipeline's own scheduler.
-        bases: dict[int, tuple] = {}
-        for job in jobs if options.compare else ():
-            progress = ImageProgress(f"{job.base_out.name} (base model)", options.compare, _detail(job))
-            image, trace, seconds, denoise = _render(
-                pipe,
-                {**call_kwargs, "prompt": job.prompt, "num_inference_steps": options.compare},
-                job.seed,
-                lambda progress=progress: (progress.advance(), reporter.progress(progress)),
-            )
-            summary = {**record(job), "kind": "base", **_trace_summary(trace, image), "loras": {}}
-            bases[job.index] = (image, ImageResult(
-                image=job.base_out, prompt=job.prompt, seed=job.seed, seconds=seconds, denoise_seconds=denoise,
-                summary=summary,
-            ))  # fmt: skip
+        bases: dict[int, list[tuple]] = {job.index: [] for job in jobs}
+        for job in jobs:
+            for steps, base_out in job.base_outs.items():
+                progress = ImageProgress(f"{base_out.name} (base model)", steps, _detail(job))
+                image, trace, seconds, denoise = _render(
+                    pipe,
+                    {**call_kwargs, "prompt": job.prompt, "num_inference_steps": steps},
+                    job.seed,
+                    lambda progress=progress: (progress.advance(), reporter.progress(progress)),
+                )
+                summary = {**record(job), "kind": "base", **_trace_summary(trace, image), "loras": {}}
+                bases[job.index].append((image, ImageResult(
+                    image=base_out, prompt=job.prompt, seed=job.seed, seconds=seconds, denoise_seconds=denoise,
+                    summary=summary,
+                )))  # fmt: skip
 
         started = time.perf_counter()
         adapter_weights = {name: lora.load_into(pipe, name) for name, lora in loras.items()}
@@ -404,14 +416,14 @@ def render_images(
                 # read after the call: each adapter's scale is set when set_adapters activates it
                 "loras": {name: lora.describe(pipe.transformer, name) for name, lora in loras.items()},
             }
-            base_image, base = bases.pop(job.index, (None, None))
-            # Written once checked: a failure above leaves neither this image nor its base image behind.
-            if base is not None:
+            job_bases = bases.pop(job.index)
+            # Written once checked: a failure above leaves neither this image nor its base images behind.
+            for base_image, base in job_bases:
                 write_atomic(base.image, _png_bytes(base_image, base.summary))
             write_atomic(job.out, _png_bytes(image, summary))
             result = ImageResult(
                 image=job.out, prompt=job.prompt, seed=job.seed, seconds=seconds, denoise_seconds=denoise,
-                summary=summary, base=base,
+                summary=summary, bases=[base for _, base in job_bases],
             )  # fmt: skip
             results.append(result)
             if on_image is not None:

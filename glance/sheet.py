@@ -1,4 +1,5 @@
-"""The --compare contact sheet: one row per prompt x seed, base model on the left, glance on the right.
+"""The --compare contact sheet: one row per prompt x seed, the base model's columns (one per step
+count, in the order given), glance last.
 
 Each tile is labelled with what made it (steps, seconds); the seed and prompt sit under the row. Small
 images are scaled up by a whole factor (pixels stay sharp), large ones down to a readable tile. The
@@ -20,7 +21,7 @@ PNG_SHEET_KEY = "glance-sheet"
 MIN_TILE = 256  # px, the shorter way a small image is scaled up to (by a whole factor)
 MAX_TILE = 512  # px, the longer side a large image is scaled down to
 MARGIN = 16
-GAP = 12  # between the two tiles of a row
+GAP = 12  # between the tiles of a row
 FONT_SIZE = 16
 TITLE_SIZE = 20
 LINE = 22  # px per line of text
@@ -43,9 +44,12 @@ def tile_size(width: int, height: int) -> tuple[int, int]:
     return width * factor, height * factor
 
 
-def write_compare_sheet(images: list, path: Path) -> dict:
-    """Write the sheet for `images` (ImageResults with their `base`) to `path`; returns its layout."""
-    sheet, layout = compose_sheet(images)
+def write_compare_sheet(images: list, path: Path, notes: dict[int, str] | None = None) -> dict:
+    """Write the sheet for `images` (ImageResults with their `bases`) to `path`; returns its layout.
+
+    `notes` adds a line under a column's title (by column index), e.g. a judge's score.
+    """
+    sheet, layout = compose_sheet(images, notes or {})
     from PIL.PngImagePlugin import PngInfo
 
     info = PngInfo()
@@ -56,37 +60,44 @@ def write_compare_sheet(images: list, path: Path) -> dict:
     return layout
 
 
-def compose_sheet(images: list):
+def compose_sheet(images: list, notes: dict[int, str] | None = None):
     """(the sheet as a PIL image, its layout)."""
     from PIL import Image, ImageDraw
 
+    notes = notes or {}
     first = images[0]
     with Image.open(first.image) as probe:
         tile_w, tile_h = tile_size(*probe.size)
     font, title_font = _font(FONT_SIZE), _font(TITLE_SIZE)
-    row_w = 2 * tile_w + GAP
+    columns = len(first.bases) + 1
+    row_w = columns * tile_w + (columns - 1) * GAP
     width = row_w + 2 * MARGIN
 
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     prompts = [_wrap(measure, f"{r.image.name}, seed {r.seed}: {r.prompt}", font, row_w) for r in images]
-    header_h = MARGIN + LINE + 8
+    header_h = MARGIN + LINE * (2 if notes else 1) + 8
     label_h = LINE + 4
     rows_h = [label_h + tile_h + 6 + LINE * len(lines) + MARGIN for lines in prompts]
     height = header_h + sum(rows_h) + MARGIN
 
     sheet = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
-    base_steps = len(first.base.summary["steps"])
     slow = sum(1 for step in first.summary["steps"] if step["adapters"] == ["slow"])
     fast = len(first.summary["steps"]) - slow
-    draw.text((MARGIN, MARGIN), f"base model, {base_steps} steps", font=title_font, fill=TEXT)
-    draw.text((MARGIN + tile_w + GAP, MARGIN), f"glance, {slow} slow + {fast} fast steps", font=title_font, fill=TEXT)
+    titles = [f"base model, {len(base.summary['steps'])} steps" for base in first.bases]
+    titles.append(f"glance, {slow} slow + {fast} fast steps")
+    for column, title in enumerate(titles):
+        left = MARGIN + column * (tile_w + GAP)
+        draw.text((left, MARGIN), _cut(draw, title, title_font, tile_w), font=title_font, fill=TEXT)
+        if column in notes:
+            draw.text((left, MARGIN + LINE), _cut(draw, notes[column], font, tile_w), font=font, fill=MUTED)
 
-    layout = {"tile": [tile_w, tile_h], "rows": len(images), "columns": 2, "tiles": []}
+    layout = {"tile": [tile_w, tile_h], "rows": len(images), "columns": columns, "tiles": []}
     top = header_h
     for row, (result, lines, row_h) in enumerate(zip(images, prompts, rows_h, strict=True)):
         draw.line([(MARGIN, top - 4), (width - MARGIN, top - 4)], fill=RULE, width=1)
-        for column, (shown, name) in enumerate(((result.base, "base"), (result, "glance"))):
+        shown_images = [(base, "base") for base in result.bases] + [(result, "glance")]
+        for column, (shown, name) in enumerate(shown_images):
             left = MARGIN + column * (tile_w + GAP)
             label = f"{name} · {len(shown.summary['steps'])} steps · {shown.seconds:.1f} s"
             draw.text((left, top), label, font=font, fill=MUTED)
@@ -149,6 +160,8 @@ def _wrap(draw, text: str, font, width: int) -> list[str]:
 
 
 def _cut(draw, line: str, font, width: int) -> str:
+    if draw.textlength(line, font=font) <= width:
+        return line
     while line and draw.textlength(line + "...", font=font) > width:
         line = line[:-1]
     return line + "..."

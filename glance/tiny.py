@@ -194,7 +194,9 @@ def _seeded(seed: int, make):
 # Tokenizers
 
 
-def _train_bpe(pre_tokenizer, special_tokens: tuple[str, ...], vocab_size: int, end_of_word_suffix: str = ""):
+def _train_bpe(
+    pre_tokenizer, special_tokens: tuple[str, ...], vocab_size: int, end_of_word_suffix: str = "", corpus=_CORPUS
+):
     """A byte-level BPE trained on the corpus: (vocab, merges) in the form transformers' tokenizers take."""
     import string
 
@@ -211,12 +213,12 @@ def _train_bpe(pre_tokenizer, special_tokens: tuple[str, ...], vocab_size: int, 
         show_progress=False,
     )
     # Every printable character as a word of its own, so each one (with its end-of-word form) is known.
-    tokenizer.train_from_iterator(list(_CORPUS) + list(string.printable), trainer=trainer)
+    tokenizer.train_from_iterator(list(corpus) + list(string.printable), trainer=trainer)
     model = json.loads(tokenizer.to_str())["model"]
     return model["vocab"], [tuple(merge) for merge in model["merges"]]
 
 
-def _clip_tokenizer():
+def _clip_tokenizer(corpus=_CORPUS):
     from tokenizers import Regex, pre_tokenizers
     from transformers import CLIPTokenizer
 
@@ -228,11 +230,13 @@ def _clip_tokenizer():
             pre_tokenizers.ByteLevel(add_prefix_space=False),
         ]
     )
-    vocab, merges = _train_bpe(pre_tokenizer, ("<|startoftext|>", "<|endoftext|>"), 1000, end_of_word_suffix="</w>")
+    vocab, merges = _train_bpe(
+        pre_tokenizer, ("<|startoftext|>", "<|endoftext|>"), 1000, end_of_word_suffix="</w>", corpus=corpus
+    )
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
 
 
-def _t5_tokenizer():
+def _t5_tokenizer(corpus=_CORPUS):
     import string
 
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
@@ -249,7 +253,7 @@ def _t5_tokenizer():
         initial_alphabet=list(string.printable.strip()),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(_CORPUS, trainer=trainer)
+    tokenizer.train_from_iterator(corpus, trainer=trainer)
     vocab = [tuple(piece) for piece in json.loads(tokenizer.to_str())["model"]["vocab"]]
     # FLUX and SD3 pad T5 prompts to 512 (SimpleTuner forces it for FLUX); T5's relative attention takes any length.
     return T5TokenizerFast(vocab=vocab, extra_ids=0, model_max_length=512)

@@ -14,7 +14,7 @@ from support.tiny_models import SIZE
 from typer.testing import CliRunner
 
 from glance import __version__
-from glance.batch import parse_seeds, plan_images, read_prompts_file
+from glance.batch import parse_compare, parse_seeds, plan_images, read_prompts_file
 from glance.cli import app
 from glance.families import GlanceError
 from glance.infer import InferOptions, read_png_parameters, run_infer
@@ -135,6 +135,34 @@ def test_seeds_spec():
             parse_seeds(bad)
     many = plan_images("out/a.png", ["p"], list(range(1000)))
     assert many[0].out.name == "a-0001.png" and many[-1].out.name == "a-1000.png"
+
+
+def test_several_compare_step_counts_make_a_column_each_in_the_order_given(run_dir, tmp_path):
+    assert parse_compare("50") == [50] and parse_compare("50,10,4") == [50, 10, 4]
+    for bad, message in (("x", "give step counts"), ("0", "start at 1"), ("10,10", "given twice")):
+        with pytest.raises(GlanceError, match=message):
+            parse_compare(bad)
+
+    result = CliRunner().invoke(
+        app,
+        ["infer", PROMPTS[0], "-o", str(run_dir), "--out", str(tmp_path / "g.png"), "--device", "cpu",
+         "--compare", "3,2", "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    run = json.loads(result.stdout)
+    image = run["images"][0]
+    assert [base["path"] for base in image["bases"]] == [str(tmp_path / "g-base3.png"), str(tmp_path / "g-base2.png")]
+    assert [len(base["record"]["steps"]) for base in image["bases"]] == [3, 2]
+    assert all(base["record"]["kind"] == "base" for base in image["bases"])
+    assert image["base"] == image["bases"][0]  # the first, as with one step count
+    layout = read_sheet_layout(tmp_path / "g-compare.png")
+    assert (layout["rows"], layout["columns"]) == (1, 3)
+    by_column = {tile["column"]: tile["image"] for tile in layout["tiles"]}
+    assert by_column == {0: str(tmp_path / "g-base3.png"), 1: str(tmp_path / "g-base2.png"), 2: str(tmp_path / "g.png")}
+    for tile in layout["tiles"]:
+        left, top, right, bottom = tile["box"]
+        source = pixels(tile["image"]).repeat(8, axis=0).repeat(8, axis=1)
+        assert (pixels(tmp_path / "g-compare.png")[top:bottom, left:right] == source).all()
 
 
 def test_prompts_file(tmp_path):

@@ -14,8 +14,10 @@ import yaml
 from PIL import Image
 from support.fake_hub import FakeHub
 
-from glance.demo import DEMO_PROMPT
+from glance.demo import DEMO_PROMPTS
 from glance.manifest import load_manifest
+
+DEMO_PROMPT = DEMO_PROMPTS[0].text
 
 READ_TOKEN, WRITE_TOKEN = "hf_read_only", "hf_can_write"
 REPO = "tester/tiny-glance"

@@ -24,6 +24,7 @@ from glance.cli._common import (
 EPILOG = examples(
     'glance infer "a red circle and a blue square on a warm gradient"',
     'glance infer "a lighthouse at sunset" "a lighthouse in fog" --seeds 0-3 --compare 50',
+    'glance infer "a lighthouse at sunset" --compare 50,10',
     "glance infer --prompts prompts.txt --seeds 0,5,9 --out renders/glance.png --json",
     "glance infer --prompts prompts.txt --seeds 0-7 --num-processes 4 --device cuda",
     'glance infer "a lighthouse" --slow ./glance-slow --fast ./glance-fast --model black-forest-labs/FLUX.1-dev '
@@ -125,13 +126,14 @@ def infer_command(
     quantize: QuantizeOpt = Quantize.auto,
     gpu_memory: GpuMemoryOpt = None,
     compare: Annotated[
-        int | None,
+        str | None,
         typer.Option(
             "--compare",
             "--base-steps",
-            min=1,
+            metavar="STEPS",
             help="Also render every image with the base model (no LoRAs) at its own N-step schedule, to "
-            "OUT-baseN.png, and a side-by-side sheet OUT-compare.png.",
+            "OUT-baseN.png, and a side-by-side sheet OUT-compare.png; several step counts (50,10) make a "
+            "column each, glance last.",
         ),
     ] = None,
     num_processes: Annotated[
@@ -158,7 +160,7 @@ def infer_command(
     """
     import sys
 
-    from glance.batch import parse_seeds, read_prompts_file
+    from glance.batch import parse_compare, parse_seeds, read_prompts_file
     from glance.families import GlanceError
     from glance.infer import options_from_manifest, run_infer
     from glance.progress import Reporter
@@ -197,7 +199,7 @@ def infer_command(
         cpu_offload=cpu_offload,
         quantize=quantize.value,
         gpu_memory=gpu_memory,
-        compare=compare,
+        compare=parse_compare(compare) if compare is not None else None,
         num_processes=num_processes,
         force=force,
     )
@@ -232,8 +234,9 @@ def run_record(run) -> dict:
             "denoise_seconds": round(result.denoise_seconds, 3),
             "record": result.summary,
         }
-        if result.base is not None:
-            entry["base"] = image(result.base)
+        if result.bases:
+            entry["bases"] = [image(base) for base in result.bases]  # one per --compare step count, in order
+            entry["base"] = entry["bases"][0]  # the first, as with one step count
         return entry
 
     return {
