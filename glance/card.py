@@ -202,7 +202,30 @@ glance infer --lora-repo {repo_id} {_shell_quote(prompt)} --seed {seed}
 
 `glance.json` is the training run's manifest (lists, guidance, resolution); `glance infer` reads it,
 and fits the base model to your GPU (quantization, CPU offload) by its memory plan.
+
+{comfyui_section(manifest)}"""
+
+
+def comfyui_section(manifest: RunManifest) -> str:
+    """How to use the pushed comfyui/ files (glance/export.py writes them)."""
+    family = get_family(manifest.family)
+    switch = switch_step(manifest.lists)
+    text = f"""## Use in ComfyUI
+
+`comfyui/` holds both LoRAs for ComfyUI, with their trained strength as `.alpha` tensors (ComfyUI runs a
+LoRA without them at scale 1, not the trained alpha / rank = {family.recipe.alpha_per_rank}), and
+`comfyui/glance-workflow.json`, a workflow of ComfyUI's core nodes on exactly the trained sigmas. Put
+`glance-slow.safetensors` and `glance-fast.safetensors` into `ComfyUI/models/loras/` and the base model's files where
+[comfyui/README.md](comfyui/README.md) says, then drag the workflow (or a sample image: each carries
+its workflow) onto ComfyUI. Change the prompt and the seed; keep the ManualSigmas list, the SplitSigmas
+step ({switch}), the euler sampler and the LoRA strengths (1.0) as they are.
 """
+    if family.comfyui is not None and family.comfyui.guidance == "true_cfg":
+        text += """
+Qwen-Image's true CFG rescale (diffusers normalises each token of the guided prediction) has no
+ComfyUI core node; the workflow uses CFGNorm instead, so its images are close to the snippet's, not equal.
+"""
+    return text
 
 
 def _py(value) -> str:

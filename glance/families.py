@@ -49,6 +49,55 @@ class Recipe:
     negative_prompt: str | None = None
 
 
+# ComfyUI's LoRA key maps (comfy/lora.py, model_lora_keys_unet): the diffusers module names it accepts
+# under "transformer.", as regexes. FLUX and SD3 translate them to their own fused layers
+# (comfy/utils.py flux_to_diffusers, mmdit_to_diffusers); Qwen-Image's ComfyUI model keeps diffusers'
+# names (comfy/ldm/qwen_image/model.py), so every Linear of it maps. A key outside its map ComfyUI
+# skips with only a "lora key not loaded" warning: export refuses it instead.
+_DOUBLE_BLOCK = (
+    r"transformer_blocks\.\d+\.(attn\.(to_[qkv]|add_[qkv]_proj|to_out\.0|to_add_out)"
+    r"|norm1\.linear|norm1_context\.linear|ff\.net\.(0\.proj|2)|ff_context\.net\.(0\.proj|2))"
+)
+_FLUX_LORA_MODULES = (
+    _DOUBLE_BLOCK,
+    r"single_transformer_blocks\.\d+\.(attn\.to_[qkv]|proj_mlp|norm\.linear|proj_out)",
+    r"proj_out|x_embedder|context_embedder|norm_out\.linear",
+    r"time_text_embed\.(timestep|text|guidance)_embedder\.linear_[12]",
+)
+_SD3_LORA_MODULES = (
+    _DOUBLE_BLOCK,
+    r"transformer_blocks\.\d+\.attn2\.(to_[qkv]|to_out\.0)",  # SD3.5 Medium's second attention
+    r"proj_out|pos_embed\.proj|context_embedder|norm_out\.linear",
+    r"time_text_embed\.(timestep|text)_embedder\.linear_[12]",
+)
+_QWEN_IMAGE_LORA_MODULES = (
+    r"transformer_blocks\.\d+\.(attn\.(to_[qkv]|add_[qkv]_proj|to_out\.0|to_add_out)"
+    r"|(img|txt)_mod\.1|(img|txt)_mlp\.net\.(0\.proj|2))",
+    r"proj_out|img_in|txt_in|norm_out\.linear|time_text_embed\.timestep_embedder\.linear_[12]",
+)
+
+
+@dataclass(frozen=True)
+class ComfyUISetup:
+    """How ComfyUI's core nodes load and sample the family: the per-family part of `glance export comfyui`.
+
+    Node names and inputs are ComfyUI's (nodes.py, comfy_extras/nodes_sd3.py, nodes_flux.py,
+    nodes_cfg.py); file names are those of the Comfy-Org repackaged models ComfyUI's own examples load.
+    """
+
+    model_loader: str  # "UNETLoader" (models/diffusion_models) or "CheckpointLoaderSimple" (models/checkpoints)
+    model_file: str  # the file ComfyUI users have for the family's first hub model
+    text_encoder_loader: str  # "DualCLIPLoader", "TripleCLIPLoader" or "CLIPLoader" (models/text_encoders)
+    text_encoder_files: tuple[str, ...]
+    clip_type: str | None  # the text encoder loader's `type` input (TripleCLIPLoader has none)
+    vae_file: str | None  # models/vae; None: the checkpoint's own VAE
+    # How diffusers' guidance arguments become nodes: "flux_guidance" (FluxGuidance on the prompt),
+    # "cfg" (CFGGuider when guidance_scale > 1), "true_cfg" (CFGGuider + CFGNorm, see glance/comfyui.py).
+    guidance: str
+    lora_modules: tuple[str, ...]  # regexes: the module names ComfyUI's key map accepts (see above)
+    model_files: dict[str, str] = field(default_factory=dict)  # hub id -> file, where it differs from model_file
+
+
 @dataclass(frozen=True)
 class Family:
     name: str  # SimpleTuner's model_family
@@ -62,6 +111,7 @@ class Family:
     default_sigmas: str = "linspace"
     min_image_side: int = 64  # SimpleTuner's aspect alignment
     simpletuner_extras: dict = field(default_factory=dict)
+    comfyui: ComfyUISetup | None = None
 
     def image_seq_len(self, width: int, height: int, vae_scale_factor: int = 8) -> int:
         """Packed image tokens the pipeline computes mu from (1024x1024 at /8 /2 -> 4096)."""
@@ -84,6 +134,16 @@ FAMILIES: dict[str, Family] = {
         ),
         recipe=Recipe(rank=16, learning_rate=5e-4, train_guidance=1.0, guidance=1.0),
         simpletuner_extras={"flux_guidance_mode": "constant"},
+        comfyui=ComfyUISetup(
+            model_loader="UNETLoader",
+            model_file="flux1-dev.safetensors",
+            text_encoder_loader="DualCLIPLoader",
+            text_encoder_files=("clip_l.safetensors", "t5xxl_fp16.safetensors"),
+            clip_type="flux",
+            vae_file="ae.safetensors",
+            guidance="flux_guidance",
+            lora_modules=_FLUX_LORA_MODULES,
+        ),
     ),
     "sd3": Family(
         name="sd3",
@@ -97,6 +157,20 @@ FAMILIES: dict[str, Family] = {
         default_sigmas="scheduler",
         # The paper has no SD3 recipe; FLUX's is the nearest (same size class, same rank).
         recipe=Recipe(rank=16, learning_rate=5e-4, guidance=1.0),
+        comfyui=ComfyUISetup(
+            model_loader="CheckpointLoaderSimple",  # SD3 checkpoints carry their VAE
+            model_file="sd3_medium.safetensors",
+            model_files={
+                "stabilityai/stable-diffusion-3.5-medium": "sd3.5_medium.safetensors",
+                "stabilityai/stable-diffusion-3.5-large": "sd3.5_large.safetensors",
+            },
+            text_encoder_loader="TripleCLIPLoader",
+            text_encoder_files=("clip_l.safetensors", "clip_g.safetensors", "t5xxl_fp16.safetensors"),
+            clip_type=None,
+            vae_file=None,
+            guidance="cfg",
+            lora_modules=_SD3_LORA_MODULES,
+        ),
     ),
     "qwen_image": Family(
         name="qwen_image",
@@ -113,6 +187,16 @@ FAMILIES: dict[str, Family] = {
             time_shift_type="exponential",
         ),
         recipe=Recipe(rank=32, learning_rate=3e-4, true_cfg=5.0, negative_prompt=" "),
+        comfyui=ComfyUISetup(
+            model_loader="UNETLoader",
+            model_file="qwen_image_bf16.safetensors",
+            text_encoder_loader="CLIPLoader",
+            text_encoder_files=("qwen_2.5_vl_7b_fp8_scaled.safetensors",),
+            clip_type="qwen_image",
+            vae_file="qwen_image_vae.safetensors",
+            guidance="true_cfg",
+            lora_modules=_QWEN_IMAGE_LORA_MODULES,
+        ),
     ),
 }
 

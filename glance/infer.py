@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from glance import __version__
 from glance.batch import ImageJob, base_image_path, plan_images, sheet_path
+from glance.comfyui import PNG_PROMPT_KEY, png_prompt
 from glance.families import Family, GlanceError, read_json, resolve_family
 from glance.files import check_writable_dir, write_atomic
 from glance.manifest import MANIFEST_NAME, WEIGHTS_NAME, load_manifest
@@ -785,6 +786,7 @@ def _png_bytes(image, summary: dict) -> bytes:
     info = PngInfo()
     info.add_text(PNG_PARAMETERS_KEY, parameters_line(summary))  # tEXt, or iTXt when not Latin-1
     info.add_text(PNG_GLANCE_KEY, json.dumps(summary, sort_keys=True))
+    info.add_text(PNG_PROMPT_KEY, png_prompt(summary))  # the image's ComfyUI workflow: the PNG opens in ComfyUI
     buffer = BytesIO()
     image.save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()

@@ -99,6 +99,18 @@ def load_manifest(path: Path) -> RunManifest:
         raise GlanceError(f"{path} is not a valid glance manifest ({where}: {first['msg']})") from None
 
 
+def load_finished_run(output_dir: Path) -> RunManifest:
+    """The manifest of a run whose two phases have both finished (what push and export need)."""
+    manifest = load_manifest(Path(output_dir) / MANIFEST_NAME)
+    missing = [phase for phase in PHASES if phase not in manifest.phases]
+    if missing:
+        raise GlanceError(
+            f"the run in {output_dir} is incomplete: the {' and '.join(missing)} phase has not finished; "
+            "run `glance train` first"
+        )
+    return manifest
+
+
 def package_versions() -> dict[str, str]:
     """Versions of the packages that shape the result, from metadata (no heavy imports)."""
     from importlib.metadata import PackageNotFoundError, version

@@ -18,11 +18,12 @@ from pathlib import Path
 from glance.card import Sample, TrainingImage, render_card
 from glance.families import GlanceError, get_family, is_local_model
 from glance.files import write_atomic
-from glance.manifest import MANIFEST_NAME, PHASES, WEIGHTS_NAME, RunManifest, load_manifest
+from glance.manifest import MANIFEST_NAME, PHASES, WEIGHTS_NAME, RunManifest, load_finished_run, load_manifest
 from glance.simpletuner import add_adapter_metadata
 
 CARD_NAME = "README.md"
 SAMPLES_DIR = "samples"  # in the run folder: where `glance push --sample` renders
+COMFYUI_DIR = "comfyui"  # in the repo: the files `glance export comfyui` writes
 LOGIN_HINT = "run `hf auth login` or set HF_TOKEN to a token with write access"
 
 
@@ -57,17 +58,6 @@ def check_repo_id(repo_id: str) -> None:
         raise GlanceError(f"{repo_id!r} is not a valid repo id (namespace/name): {exc}") from None
     if repo_id.count("/") != 1:
         raise GlanceError(f"{repo_id!r} is not a valid repo id: give it as namespace/name, e.g. you/my-glance-pair")
-
-
-def load_finished_run(output_dir: Path) -> RunManifest:
-    manifest = load_manifest(Path(output_dir) / MANIFEST_NAME)
-    missing = [phase for phase in PHASES if phase not in manifest.phases]
-    if missing:
-        raise GlanceError(
-            f"the run in {output_dir} is incomplete: the {' and '.join(missing)} phase has not finished; "
-            "run `glance train` first"
-        )
-    return manifest
 
 
 def card_base_model(manifest: RunManifest, base_model: str | None) -> str:
@@ -132,6 +122,7 @@ def _public_png(source: Path, base_model: str) -> tuple[bytes, Sample]:
     from PIL import Image
     from PIL.PngImagePlugin import PngInfo
 
+    from glance.comfyui import PNG_PROMPT_KEY, png_prompt
     from glance.infer import PNG_GLANCE_KEY, PNG_PARAMETERS_KEY, parameters_line, read_png_parameters
 
     record = read_png_parameters(source)
@@ -141,6 +132,7 @@ def _public_png(source: Path, base_model: str) -> tuple[bytes, Sample]:
     info = PngInfo()
     info.add_text(PNG_PARAMETERS_KEY, parameters_line(record))
     info.add_text(PNG_GLANCE_KEY, json.dumps(record, sort_keys=True))
+    info.add_text(PNG_PROMPT_KEY, png_prompt(record))  # its ComfyUI workflow, for the base model's file names
     buffer = BytesIO()
     with Image.open(source) as image:
         image.save(buffer, format="PNG", pnginfo=info)
@@ -181,6 +173,21 @@ def build_folder(options: PushOptions, folder: Path, *, search: list[Path] | Non
     if options.include_training_image:
         training, training_files = _training_files(Path(options.output_dir))
         files.update(training_files)
+
+    # The ComfyUI files (glance/export.py), their workflow on the card's first prompt; never the private caption.
+    from glance.comfyui import default_files
+    from glance.export import comfyui_files
+
+    prompt = samples[0].prompt if samples else (training.caption if training else "your prompt")
+    comfyui = comfyui_files(
+        manifest,
+        manifest_path,
+        prompt=prompt,
+        seed=samples[0].seed if samples else 0,
+        base_model=base_model,
+        files=default_files(manifest.family, base_model),
+    )
+    files.update({f"{COMFYUI_DIR}/{name}": data for name, data in comfyui.files.items()})
 
     card = render_card(manifest, repo_id=options.repo_id, base_model=base_model, samples=samples, training=training)
     files[CARD_NAME] = card.encode()

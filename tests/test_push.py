@@ -1,5 +1,6 @@
 """`glance push` and `glance infer --lora-repo`, against a stand-in Hub on 127.0.0.1 (the real client code runs)."""
 
+import io
 import json
 import os
 import re
@@ -70,6 +71,10 @@ def test_push_uploads_the_pair_in_one_commit(pushed):
         "glance-slow/pytorch_lora_weights.safetensors",
         "glance-fast/pytorch_lora_weights.safetensors",
         "images/sample-1.png",
+        "comfyui/glance-slow.safetensors",
+        "comfyui/glance-fast.safetensors",
+        "comfyui/glance-workflow.json",
+        "comfyui/README.md",
     }
     assert hub.repos[REPO].commits == 2  # the repo's creation, then everything in one commit
     assert (
@@ -127,6 +132,21 @@ def test_card_snippet_samples_like_glance_infer(pushed, trained_run, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     sample = output / "samples" / "sample.png"  # rendered by `glance push --sample` through glance infer
     assert np.array_equal(pixels(tmp_path / "glance.png"), pixels(sample))
+
+
+def test_comfyui_files_and_card_section(pushed):
+    """The workflow samples the card's first sample (prompt, seed); the sample PNG opens as that same workflow."""
+    hub, root, output, _ = pushed
+    files = hub.files(REPO)
+    workflow = json.loads(files["comfyui/glance-workflow.json"])
+    [text] = [n["inputs"]["text"] for n in workflow.values() if n["class_type"] == "CLIPTextEncode"]
+    assert text == DEMO_PROMPT
+    with Image.open(io.BytesIO(files["images/sample-1.png"])) as sample:
+        assert json.loads(sample.text["prompt"]) == workflow
+    assert b'"glance.base_model":"tester/tiny-flux"' in files["comfyui/glance-slow.safetensors"][:20000]
+    assert "[tester/tiny-flux](https://huggingface.co/tester/tiny-flux)" in files["comfyui/README.md"].decode()
+    card = files["README.md"].decode()
+    assert "## Use in ComfyUI" in card and "comfyui/glance-workflow.json" in card and "step (5)" in card
 
 
 def test_infer_from_a_pushed_pair(pushed, tmp_path):
