@@ -129,7 +129,7 @@ def build_workflow(spec: WorkflowSpec) -> dict:
     negative, cfg = None, None
     if setup.guidance == "flux_guidance":
         # FluxPipeline passes guidance_scale to FLUX's guidance embedding: FluxGuidance on the prompt.
-        guidance = spec.guidance if spec.guidance is not None else 3.5
+        guidance = spec.guidance if spec.guidance is not None else 3.5  # FluxPipeline's default guidance_scale
         positive = [graph.add("FluxGuidance", "Guidance (as trained)", conditioning=positive, guidance=guidance), 0]
     elif setup.guidance == "cfg" and spec.guidance is not None and spec.guidance > 1:
         cfg = spec.guidance  # StableDiffusion3Pipeline runs CFG only when guidance_scale > 1
