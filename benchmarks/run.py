@@ -445,6 +445,7 @@ def main() -> None:
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     parser.add_argument("--child-args", default="{}", help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, default=HERE / "latest.json", help="where the results go")
+    parser.add_argument("--no-tries", action="store_true", help="quality: skip the pairs trained with other settings")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(CHILDREN[args.child](args.workdir, **json.loads(args.child_args))))
@@ -464,7 +465,7 @@ def main() -> None:
     if "quality" in chosen:
         from quality import bench_quality
 
-        results["quality"] = bench_quality(args.workdir / "quality")
+        results["quality"] = bench_quality(args.workdir / "quality", tries=not args.no_tries)
     print_table(results)
     if "quality" in results:
         from quality import print_quality
