@@ -67,6 +67,8 @@ def parse_args(argv=None):
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=8e-4)
     parser.add_argument("--warmup", type=int, default=300)
+    parser.add_argument("--refine-steps", type=int, default=3000, help="a second cosine cycle at --refine-lr")
+    parser.add_argument("--refine-lr", type=float, default=3e-4)
     parser.add_argument("--ema", type=float, default=0.999)
     parser.add_argument("--checkpoint-every", type=int, default=250)
     return parser.parse_args(argv)
@@ -224,6 +226,15 @@ def cosine_lr(step: int, total: int, peak: float, warmup: int) -> float:
     return peak * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
+def two_cycle_lr(step: int, first: tuple[int, float, int], second: tuple[int, float, int]) -> float:
+    """A cosine cycle (steps, peak, warm-up), then a second, gentler one: the first leaves the weights
+    near a good place, the second settles them (and lets a finished run be extended reproducibly)."""
+    steps, peak, warmup = first
+    if step < steps:
+        return cosine_lr(step, steps, peak, warmup)
+    return cosine_lr(step - steps, second[0], second[1], second[2])
+
+
 def train_vae(args, vae) -> None:
     path = args.workdir / "vae.pt"
     optimizer = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
@@ -239,10 +250,9 @@ def train_vae(args, vae) -> None:
     for step in range(start, total):
         torch.manual_seed(args.seed * 1_000_003 + step)
         for group in optimizer.param_groups:
-            if step < args.vae_steps:
-                group["lr"] = cosine_lr(step, args.vae_steps, args.vae_lr, 100)
-            else:  # the first cycle leaves colours and places slightly off; a second, gentler one settles them
-                group["lr"] = cosine_lr(step - args.vae_steps, args.vae_refine_steps, args.vae_refine_lr, 50)
+            group["lr"] = two_cycle_lr(
+                step, (args.vae_steps, args.vae_lr, 100), (args.vae_refine_steps, args.vae_refine_lr, 50)
+            )
         images = vae_batch(step, args.vae_batch)
         posterior = vae.encode(images).latent_dist
         reconstruction = vae.decode(posterior.sample()).sample
@@ -347,10 +357,13 @@ def train_transformer(args, transformer, pool, text) -> dict:
     txt_ids = torch.zeros(TEXT_TOKENS, 3)
     began = time.perf_counter()
     losses = []
-    for step in range(start, args.steps):
+    total = args.steps + args.refine_steps
+    for step in range(start, total):
         generator = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
         for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(step, args.steps, args.lr, args.warmup)
+            group["lr"] = two_cycle_lr(
+                step, (args.steps, args.lr, args.warmup), (args.refine_steps, args.refine_lr, 100)
+            )
         pick = torch.randint(len(pool["caption"]), (args.batch,), generator=generator)
         latents = pool["mean"][pick] + pool["std"][pick] * torch.randn(pool["mean"][pick].shape, generator=generator)
         x0 = pack((latents - pool["shift_factor"]) * pool["scaling_factor"])
@@ -385,10 +398,10 @@ def train_transformer(args, transformer, pool, text) -> dict:
         done = step + 1
         if done % 50 == 0:
             rate = (time.perf_counter() - began) / (done - start)
-            eta = rate * (args.steps - done) / 60
+            eta = rate * (total - done) / 60
             loss_now = np.mean(losses[-50:])
-            log(f"transformer step {done}/{args.steps} loss {loss_now:.4f} ({rate:.2f} s/step, {eta:.0f} min left)")
-        if done % args.checkpoint_every == 0 or done == args.steps:
+            log(f"transformer step {done}/{total} loss {loss_now:.4f} ({rate:.2f} s/step, {eta:.0f} min left)")
+        if done % args.checkpoint_every == 0 or done == total:
             save_checkpoint(
                 path, {"model": transformer.state_dict(), "optimizer": optimizer.state_dict(), "ema": ema, "step": done}
             )
