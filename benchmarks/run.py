@@ -314,9 +314,9 @@ def bench_train(work: Path, repeats: int = 2) -> dict:
     The two alternate, `repeats` times each, and the fastest of each counts: on 2 shared cores a
     single pair of runs differs by a few seconds either way.
     """
+    from glance.run_plan import TrainSettings, plan_run, write_configs
     from glance.simpletuner import find_simpletuner, phase_command, phase_env
     from glance.tiny import build_tiny_model, write_sample_pair
-    from glance.train import TrainSettings, plan_run, write_configs
 
     model = build_tiny_model("flux", work / "tiny-flux")
     write_sample_pair(work / "data")

@@ -78,9 +78,10 @@ def run_demo(
     """Run (or resume) the demo in `workdir` on the shipped model (or `model`); finished training is reused."""
     from glance.infer import options_from_manifest, run_infer
     from glance.progress import Reporter
+    from glance.run_plan import TrainSettings, plan_run
     from glance.sheet import write_compare_sheet
     from glance.smallmodel import RESOLUTION, shipped_model
-    from glance.train import TrainSettings, plan_run, train
+    from glance.train import train
 
     assert not shapes.is_held_out(TRAINING_CAPTION) and all(map(shapes.is_held_out, DEMO_PROMPTS))
     reporter = reporter or Reporter()

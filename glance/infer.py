@@ -32,16 +32,9 @@ from glance.comfyui import PNG_PROMPT_KEY, png_prompt
 from glance.families import Family, GlanceError, read_json, resolve_family
 from glance.files import check_writable_dir, write_atomic
 from glance.manifest import MANIFEST_NAME, WEIGHTS_NAME, load_manifest
-from glance.memory import (
-    QuantizeChoice,
-    SamplingPlan,
-    is_out_of_memory,
-    is_quantized,
-    model_sizes,
-    pipeline_quantization_config,
-    plan_sampling,
-    sampling_oom_message,
-)
+from glance.memory.pipeline_quantization import is_quantized, pipeline_quantization_config
+from glance.memory.plans import QuantizeChoice, SamplingPlan, is_out_of_memory, plan_sampling, sampling_oom_message
+from glance.memory.sizes import model_sizes
 from glance.progress import ImageProgress, Reporter, library_output
 from glance.schedule import TimestepLists, switch_step
 

@@ -49,7 +49,7 @@ class RunManifest(BaseModel):
     steps: int
     rank: int
     learning_rate: float
-    # The memory plan it trained with (glance/memory.py); infer plans afresh for the GPU it runs on.
+    # The memory plan it trained with (glance/memory/); infer plans afresh for the GPU it runs on.
     quantize: Literal["none", "int8", "int4", "fp8"] | None = None
     gradient_checkpointing: bool | None = None
     memory_plan: str | None = None  # the plan's one line, estimate and card included

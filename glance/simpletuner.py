@@ -14,7 +14,6 @@ Everything glance knows about SimpleTuner 4.10.1's quirks lives here (../shared/
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -110,7 +109,7 @@ class TrainingConfig(BaseModel):
     report_to: Literal["none"] = "none"
     flux_guidance_mode: Literal["constant"] | None = None
     flux_guidance_value: float | None = None
-    # The memory plan (glance/memory.py). SimpleTuner 4.10.1 checkpoints by default; glance always says which.
+    # The memory plan (glance/memory/). SimpleTuner 4.10.1 checkpoints by default; glance always says which.
     gradient_checkpointing: bool = True
     base_model_precision: QuantoPrecision | None = None  # the transformer; the LoRA itself stays bf16
     quantize_via: Literal["cpu"] | None = None  # default "accelerator" first moves the bf16 model to the GPU
@@ -264,29 +263,3 @@ def accelerate_config_yaml(num_processes: int, mixed_precision: str) -> str:
         "use_cpu: false\n"
         "dynamo_config: {}\n"
     )
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-# "torch.OutOfMemoryError: CUDA out of memory ...", "[rank0]: ValueError: ...", "OSError: ..."
-_EXCEPTION_LINE = re.compile(
-    r"^(?:\[rank\d+\]:\s*)?((?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception|Exit))(?::\s*(.*))?$"
-)
-# The launcher's own exceptions: they say that the training process failed, not why.
-_WRAPPER_EXCEPTIONS = ("subprocess.CalledProcessError", "CalledProcessError", "SystemExit", "KeyboardInterrupt")
-
-
-def failure_cause(lines: list[str]) -> str | None:
-    """The root cause of a failed SimpleTuner run, read from its output: the last exception it raised.
-
-    accelerate prints its own `subprocess.CalledProcessError` (and TorchDynamo its statistics) after
-    SimpleTuner's traceback; those say only that training failed and are skipped. Colour codes are
-    removed. None when the output holds no exception line.
-    """
-    for raw in reversed(lines):
-        line = _ANSI.sub("", raw).strip()
-        match = _EXCEPTION_LINE.match(line)
-        if match is None or match.group(1) in _WRAPPER_EXCEPTIONS:
-            continue
-        name, message = match.groups()
-        return f"{name}: {message}" if message else name
-    return None

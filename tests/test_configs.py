@@ -9,10 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from glance.cli import app
+from glance.run_plan import TrainSettings, plan_run
 from glance.schedule import parse_list, to_sigmas
 from glance.simpletuner import parser_check
 from glance.tiny import write_sample_pair
-from glance.train import TrainSettings, plan_run
 
 REPO = Path(__file__).resolve().parent.parent
 HUB_MODELS = {

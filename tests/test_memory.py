@@ -12,23 +12,13 @@ from typer.testing import CliRunner
 
 from glance.cli import app
 from glance.families import FAMILIES, GlanceError
-from glance.memory import (
-    KNOWN_SIZES,
-    MEASURED_SAMPLE_GIB,
-    MEASURED_TRAIN_GIB,
-    TrainingPlan,
-    model_sizes,
-    oom_advice,
-    parse_nvidia_smi,
-    plan_sampling,
-    plan_training,
-    read_model_sizes,
-    sampling_stages,
-    training_stages,
-)
+from glance.memory.estimates import MEASURED_SAMPLE_GIB, MEASURED_TRAIN_GIB, sampling_stages, training_stages
+from glance.memory.gpu import parse_nvidia_smi
+from glance.memory.plans import TrainingPlan, oom_advice, plan_sampling, plan_training
+from glance.memory.sizes import KNOWN_SIZES, model_sizes, read_model_sizes
+from glance.run_plan import TrainSettings, plan_run
 from glance.simpletuner import parser_check
 from glance.tiny import write_sample_pair
-from glance.train import TrainSettings, plan_run
 
 MODELS = {
     "FLUX.1-dev": ("black-forest-labs/FLUX.1-dev", "flux"),

@@ -343,7 +343,7 @@ SIMPLETUNER_LINES = [  # as SimpleTuner 4.10.1 prints them (tqdm, ANSI reset inc
 
 
 def test_progress_reads_simpletuner_lines():
-    from glance.train import PhaseProgress
+    from glance.progress import PhaseProgress
 
     progress = PhaseProgress("slow", total=4)
     assert "starting SimpleTuner" in progress.render()  # before the step bar: start-up takes most of a tiny run
@@ -354,7 +354,7 @@ def test_progress_reads_simpletuner_lines():
 
 
 def test_reporter_live_line_on_a_terminal_and_tenths_in_a_log():
-    from glance.train import PhaseProgress, Reporter
+    from glance.progress import PhaseProgress, Reporter
 
     for tty in (True, False):
         stream = FakeTerminal(tty)
@@ -385,7 +385,7 @@ LOGS = SUPPORT / "logs"  # real SimpleTuner 4.10.1 output: its traceback, then a
     ],
 )
 def test_failure_cause_is_the_last_exception_simpletuner_raised(log, cause):
-    from glance.simpletuner import failure_cause
+    from glance.failure import failure_cause
 
     lines = (LOGS / log).read_text().splitlines()
     assert "subprocess.CalledProcessError" in lines[-8]  # accelerate's own error comes later in the log
@@ -393,7 +393,7 @@ def test_failure_cause_is_the_last_exception_simpletuner_raised(log, cause):
 
 
 def test_failure_cause_of_rank_prefixed_lines_and_of_none():
-    from glance.simpletuner import failure_cause
+    from glance.failure import failure_cause
 
     assert failure_cause(["[rank0]: ValueError: bad value", "Epoch 1/1"]) == "ValueError: bad value"
     assert failure_cause(["Epoch 1/1, Steps: 1/2", "TorchDynamo compilation metrics:"]) is None

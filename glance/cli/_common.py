@@ -80,7 +80,7 @@ FastTimestepsOpt = Annotated[
 ]
 
 
-class Quantize(StrEnum):  # the memory plan's quantization (glance/memory.py)
+class Quantize(StrEnum):  # the memory plan's quantization (glance/memory/)
     auto = "auto"
     none = "none"
     int8 = "int8"

@@ -61,7 +61,7 @@ def settings_from_options(
     gradient_checkpointing: bool | None = None,
     gpu_memory: float | None = None,
 ):
-    from glance.train import TrainSettings
+    from glance.run_plan import TrainSettings
 
     return TrainSettings(
         image=image,
@@ -120,7 +120,7 @@ def configs_command(
     Also stages the image and caption into OUTPUT_DIR/dataset (SimpleTuner writes files into its
     dataset folder), so the files run as written with the commands printed at the end.
     """
-    from glance.train import plan_run, simpletuner_command_lines, write_configs
+    from glance.run_plan import plan_run, simpletuner_command_lines, write_configs
 
     settings = settings_from_options(
         image,

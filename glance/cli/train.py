@@ -90,7 +90,9 @@ def train_command(
     A phase whose weights exist and whose inputs are unchanged is skipped; Ctrl-C stops training
     (exit 130) and leaves that phase not done.
     """
-    from glance.train import TrainingInterrupted, describe_launches, phase_launches, plan_run, train
+    from glance.phase import describe_launches, phase_launches
+    from glance.run_plan import plan_run
+    from glance.train import TrainingInterrupted, train
 
     settings = settings_from_options(
         image,

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from glance.demo import DEMO_STEPS, TRAINING_CAPTION, TRAINING_SEED
+from glance.run_plan import RunPlan, TrainSettings, plan_run
 from glance.smallmodel import RESOLUTION, shipped_model
-from glance.train import RunPlan, TrainSettings, plan_run
 
 USER_DEBUG_LOG = "the user's own debug.log, not SimpleTuner's\n"
 STEPS = DEMO_STEPS  # the demo's own: the quality tests compare this pair with the benchmark's

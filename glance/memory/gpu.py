@@ -1,0 +1,60 @@
+"""Which GPU this is: its name and memory from nvidia-smi, or the card --gpu-memory names.
+
+torch stays unimported: a plan is made before anything heavy loads.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+from pydantic import BaseModel, ConfigDict
+
+
+class GpuInfo(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    memory_gib: float
+
+
+def parse_nvidia_smi(text: str, visible: str | None = None) -> GpuInfo | None:
+    """The smallest visible GPU from `nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits`."""
+    gpus = []
+    for line in text.strip().splitlines():
+        name, _, mib = line.rpartition(",")
+        try:
+            gpus.append(GpuInfo(name=name.strip(), memory_gib=round(float(mib) / 1024, 1)))
+        except ValueError:
+            continue
+    if visible and all(part.strip().isdigit() for part in visible.split(",")):
+        chosen = [int(part) for part in visible.split(",")]
+        gpus = [gpu for index, gpu in enumerate(gpus) if index in chosen]
+    return min(gpus, key=lambda gpu: gpu.memory_gib) if gpus else None
+
+
+def detect_gpu() -> GpuInfo | None:
+    """The GPU's name and memory from nvidia-smi (torch stays unimported); None when it cannot tell."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        done = subprocess.run(
+            [smi, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if done.returncode != 0:
+        return None
+    return parse_nvidia_smi(done.stdout, os.environ.get("CUDA_VISIBLE_DEVICES"))
+
+
+def gpu_for_plan(gpu_memory: float | None) -> GpuInfo | None:
+    """--gpu-memory GB (a card to plan for), else the GPU nvidia-smi reports."""
+    if gpu_memory is not None:
+        return GpuInfo(name="as given by --gpu-memory", memory_gib=float(gpu_memory))
+    return detect_gpu()

@@ -1,0 +1,277 @@
+"""The run plan: the user's settings turned into everything a run needs, and the files it writes.
+
+`plan_run` turns the user's settings into a `RunPlan` (checks only, nothing written);
+`write_configs` stages the pair and writes the three JSON files. Running the phases is
+glance/train.py's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from glance.families import DEFAULT_MODEL, FAMILIES, Family, model_schedule, resolve_family
+from glance.files import check_writable_dir, needs_writing, write_atomic
+from glance.hub import ModelSource, resolve_model
+from glance.manifest import MANIFEST_NAME, PHASES, PhaseName
+from glance.memory.plans import QuantizeChoice, TrainingPlan, plan_training
+from glance.memory.sizes import model_sizes
+from glance.pair import DEFAULT_IMAGE, ImagePair, check_pair, stage_pair
+from glance.schedule import TimestepLists, default_lists, parse_lists, to_simpletuner
+from glance.simpletuner import (
+    CPU_SHIM_DIR,
+    DataloaderConfig,
+    ImageDataset,
+    TextEmbedsDataset,
+    TrainingConfig,
+    dump_json,
+)
+
+Device = Literal["auto", "cuda", "cpu"]
+
+
+class TrainSettings(BaseModel):
+    """What the user chose; every `glance configs` / `glance train` option maps to one field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: Path = DEFAULT_IMAGE
+    model: str = DEFAULT_MODEL
+    revision: str | None = None  # of a Hub model: branch, tag or commit (default: main)
+    family: str | None = None
+    resolution: int = Field(1024, ge=64)
+    steps: int | None = Field(None, gt=0)
+    rank: int | None = Field(None, gt=0)
+    learning_rate: float | None = Field(None, gt=0)
+    slow_timesteps: str | None = None
+    fast_timesteps: str | None = None
+    output_dir: Path = Path("output")
+    config_dir: Path = Path("config")
+    device: Device = "auto"
+    seed: int = 0
+    separate_caches: bool = False  # --parallel: two phases at once must not write one cache
+    quantize: QuantizeChoice = "auto"  # the memory plan (glance/memory/)
+    gradient_checkpointing: bool | None = None  # None: as the plan says
+    gpu_memory: float | None = Field(None, gt=0)  # GiB of the card to plan for; None: nvidia-smi's
+
+
+def cuda_available(device: Device) -> bool:
+    if device != "auto":
+        return device == "cuda"
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@dataclass
+class RunPlan:
+    """Everything about a run that can be known before anything is written.
+
+    SimpleTuner runs inside the run folder (the output dir), so the paths in its configs are
+    relative to it: it writes `debug.log` into its working folder (truncating any that is there)
+    and reads `config/config.env` from it, neither of which may touch the user's own folder.
+    """
+
+    settings: TrainSettings
+    source: ModelSource  # the model's folder (None until a Hub model is downloaded), id and revision
+    family: Family
+    pair: ImagePair
+    lists: TimestepLists
+    cuda: bool
+    dataloaders: dict[PhaseName, tuple[Path, DataloaderConfig]]
+    configs: dict[PhaseName, TrainingConfig]
+    config_paths: dict[PhaseName, Path]
+    memory: TrainingPlan
+
+    @property
+    def output_dir(self) -> Path:
+        return self.settings.output_dir
+
+    @property
+    def dataset_dir(self) -> Path:
+        return self.output_dir / "dataset"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.output_dir / "cache"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.output_dir / MANIFEST_NAME
+
+    def lora_dir(self, phase: PhaseName) -> Path:
+        return self.output_dir / self.configs[phase].output_dir
+
+    def log_path(self, phase: PhaseName) -> Path:
+        return self.output_dir / f"glance-{phase}.log"
+
+    def files(self) -> dict[Path, str]:
+        """The JSON files of this run and their text."""
+        texts = {path: dump_json(loader.to_json()) for path, loader in self.dataloaders.values()}
+        texts.update({self.config_paths[p]: dump_json(self.configs[p].to_json()) for p in PHASES})
+        return texts
+
+    def inputs_sha256(self, phase: PhaseName) -> str:
+        """What a phase's weights depend on: its config, its dataloader, and the pair's content."""
+        _, loader = self.dataloaders[phase]
+        digest = hashlib.sha256(dump_json(self.configs[phase].to_json()).encode())
+        digest.update(dump_json(loader.to_json()).encode())
+        digest.update(self.pair.fingerprint.encode())
+        return digest.hexdigest()
+
+
+def resolve_lists(settings: TrainSettings, family: Family, model: str) -> TimestepLists:
+    """The user's lists, or the model's own (its 50-step schedule at the training resolution)."""
+    given = parse_lists(settings.slow_timesteps, settings.fast_timesteps)
+    if given is not None:
+        return given
+    return default_lists(family, model_schedule(model, family), settings.resolution)
+
+
+def run_relative(path: Path, run_dir: Path) -> str:
+    """`path` as seen from the run folder, where SimpleTuner runs (see RunPlan)."""
+    return os.path.relpath(Path(path).resolve(), Path(run_dir).resolve())
+
+
+def plan_run(settings: TrainSettings, *, fetch: bool = False) -> RunPlan:
+    """Check the inputs and compose the three configs. Writes nothing of the user's.
+
+    The model is looked up first (a Hub refusal fails here, in seconds); with `fetch` a Hub model
+    missing from the cache is then downloaded into it, after the pair has passed its checks.
+    Without `fetch` (--dry-run, `glance configs`) a model not yet downloaded is planned from
+    what is known, and the configs name its Hub id.
+    """
+    source = resolve_model(settings.model, revision=settings.revision, fetch=False)
+    # The pair is checked before a download; the family (known once the model is there) may ask more.
+    smallest_side = min(f.min_image_side for f in FAMILIES.values())
+    pair = check_pair(settings.image, smallest_side)
+    if fetch and source.folder is None:
+        source = resolve_model(settings.model, revision=settings.revision, fetch=True)
+    family = resolve_family(source.path_or_id, settings.family)
+    if family.min_image_side > smallest_side:
+        pair = check_pair(settings.image, family.min_image_side)
+    model = source.path_or_id
+    lists = resolve_lists(settings, family, model)
+    cuda = cuda_available(settings.device)
+
+    recipe = family.recipe
+    steps = settings.steps or recipe.steps
+    rank = settings.rank or recipe.rank
+    cfg_dir = settings.config_dir
+    memory = plan_training(
+        lambda: model_sizes(model, family),
+        family=family.name,
+        resolution=settings.resolution,
+        rank=rank,
+        cuda=cuda,
+        quantize=settings.quantize,
+        gradient_checkpointing=settings.gradient_checkpointing,
+        gpu_memory=settings.gpu_memory,
+    )
+
+    def dataloader(cache: str) -> DataloaderConfig:
+        return DataloaderConfig(
+            image=ImageDataset(
+                instance_data_dir="dataset",
+                resolution=settings.resolution,
+                cache_dir_vae=f"{cache}/vae",
+            ),
+            text_embeds=TextEmbedsDataset(cache_dir=f"{cache}/text"),
+        )
+
+    shared = (cfg_dir / "multidatabackend.json", dataloader("cache"))
+    dataloaders: dict[PhaseName, tuple[Path, DataloaderConfig]] = {"slow": shared, "fast": shared}
+    if settings.separate_caches:
+        dataloaders["fast"] = (cfg_dir / "multidatabackend-fast.json", dataloader("cache/fast"))
+
+    configs = {
+        phase: TrainingConfig(
+            model_family=family.name,
+            pretrained_model_name_or_path=model,
+            data_backend_config=run_relative(dataloaders[phase][0], settings.output_dir),
+            output_dir=f"glance-{phase}",
+            resolution=settings.resolution,
+            max_train_steps=steps,
+            learning_rate=settings.learning_rate or recipe.learning_rate,
+            lr_warmup_steps=min(recipe.warmup_steps, steps // 2),
+            lora_rank=rank,
+            lora_alpha=recipe.alpha_per_rank * rank,
+            flow_custom_timesteps=to_simpletuner(getattr(lists, phase)),
+            mixed_precision="bf16" if cuda else "no",
+            optimizer="adamw_bf16" if cuda else "torch-adamw",  # CPU: plain fp32 AdamW
+            seed=settings.seed,
+            **memory.simpletuner_keys(),
+            **family.simpletuner_extras,
+            **({"flux_guidance_value": recipe.train_guidance} if recipe.train_guidance is not None else {}),
+        )
+        for phase in PHASES
+    }
+    config_paths = {phase: cfg_dir / f"glance-{phase}.json" for phase in PHASES}
+    return RunPlan(settings, source, family, pair, lists, cuda, dataloaders, configs, config_paths, memory)
+
+
+def write_configs(plan: RunPlan, *, force: bool = False, replaceable: frozenset[Path] = frozenset()) -> list[Path]:
+    """Stage the pair and write the JSON files; returns the files written or already up to date.
+
+    Nothing is written when any existing file differs, unless `force` is on or the file is in
+    `replaceable` (absolute paths of files an earlier run wrote and nobody changed since).
+    """
+    check_writable_dir(plan.settings.config_dir)
+    check_writable_dir(plan.output_dir)
+    files = plan.files()
+    to_write = {
+        path: text for path, text in files.items() if needs_writing(path, text, force or path.resolve() in replaceable)
+    }
+    _reset_stale_caches(plan)
+    stage_pair(plan.pair, plan.dataset_dir)
+    for path, text in to_write.items():
+        write_atomic(path, text)
+    return list(files)
+
+
+def _reset_stale_caches(plan: RunPlan) -> None:
+    """SimpleTuner keys its caches by file name: a new image, caption, model or size must not reuse them."""
+    stamp = plan.cache_dir / "glance-cache.json"
+    key = dump_json(
+        {
+            "pair": plan.pair.fingerprint,
+            "model": plan.configs["slow"].pretrained_model_name_or_path,
+            "resolution": plan.settings.resolution,
+        }
+    )
+    if stamp.is_file() and stamp.read_text() == key:
+        return
+    if plan.cache_dir.exists():
+        shutil.rmtree(plan.cache_dir)
+    write_atomic(stamp, key)
+
+
+def simpletuner_command_lines(plan: RunPlan) -> list[str]:
+    """The plain shell lines that run each phase by hand, as `glance train` runs them."""
+    import shlex
+
+    env = {"CONFIG_BACKEND": "json", "MIXED_PRECISION": plan.configs["slow"].mixed_precision}
+    if not plan.cuda:
+        env["PYTHONPATH"] = str(CPU_SHIM_DIR)  # the pin_memory shim, see glance/simpletuner.py
+    prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+    run_dir = shlex.quote(str(plan.output_dir))
+    return [
+        f"(cd {run_dir} && {prefix} simpletuner train --env "
+        f"{shlex.quote(run_relative(plan.config_paths[p], plan.output_dir))})"
+        for p in PHASES
+    ]
+
+
+def describe_source(source: ModelSource) -> str:
+    """One line on where the model comes from: its folder, or what is still to come."""
+    if source.folder is None:
+        return source.note or f"{source.model} (not downloaded yet)"
+    if source.on_hub:
+        return f"{source.model} at {source.revision} (cached: {source.folder})"
+    return str(source.folder)
