@@ -81,12 +81,12 @@ def build_text_encoders(seed: int):
     """CLIP and T5 (with tokenizers) that know the shapes captions; the T5 maps tokens one by one."""
     from transformers import CLIPTextModel
 
-    from glance.tiny import _clip_config, _clip_tokenizer, _seeded, _t5_encoder
+    from glance.tiny_text import clip_config, clip_tokenizer, seeded, t5_encoder
 
     corpus = [caption.text for caption in shapes.all_captions()]
-    tokenizer, tokenizer_2 = _clip_tokenizer(corpus), word_t5_tokenizer(corpus)
-    clip = _seeded(seed, lambda: CLIPTextModel(_clip_config(tokenizer)))
-    t5 = _t5_encoder(tokenizer_2, seed)
+    tokenizer, tokenizer_2 = clip_tokenizer(corpus), word_t5_tokenizer(corpus)
+    clip = seeded(seed, lambda: CLIPTextModel(clip_config(tokenizer)))
+    t5 = t5_encoder(tokenizer_2, seed)
     with torch.no_grad():
         for block in t5.encoder.block:  # no token mixing: see the module docstring
             block.layer[0].SelfAttention.o.weight.zero_()
@@ -411,12 +411,12 @@ def train_transformer(args, transformer, pool, text) -> dict:
 def save_model(args, vae, transformer, text_encoders, seconds: dict) -> None:
     from diffusers import FluxPipeline
 
-    from glance.files import write_atomic
-    from glance.tiny import _replace_folder, _scheduler
+    from glance.files import replace_folder, write_atomic
+    from glance.tiny_pipelines import family_scheduler
 
     tokenizer, clip, tokenizer_2, t5 = text_encoders
     pipeline = FluxPipeline(
-        scheduler=_scheduler("flux"),
+        scheduler=family_scheduler("flux"),
         vae=vae,
         text_encoder=clip,
         tokenizer=tokenizer,
@@ -444,7 +444,7 @@ def save_model(args, vae, transformer, text_encoders, seconds: dict) -> None:
         "files": files,
     }
     write_atomic(building / STAMP_NAME, json.dumps(stamp, indent=2) + "\n")
-    _replace_folder(building, args.out)
+    replace_folder(building, args.out)
 
 
 def main(argv=None) -> None:

@@ -1,8 +1,9 @@
-"""Atomic writes and the no-overwrite-without---force rule, shared by every output glance makes."""
+"""Atomic writes (files and whole folders) and the no-overwrite-without---force rule, shared by every output."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -58,3 +59,14 @@ def needs_writing(path: Path, new: bytes | str, force: bool) -> bool:
     if not force:
         raise GlanceError(f"{path} exists and differs from what glance would write; pass --force to overwrite it")
     return True
+
+
+def replace_folder(built: Path, path: Path) -> None:
+    """Rename the finished folder `built` to `path`; an older folder at `path` is moved aside, then removed."""
+    if not path.exists():
+        os.replace(built, path)
+        return
+    retired = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old."))
+    os.replace(path, retired / "model")
+    os.replace(built, path)
+    shutil.rmtree(retired, ignore_errors=True)
