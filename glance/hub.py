@@ -5,8 +5,8 @@ or incomplete it is downloaded once, with huggingface_hub, before SimpleTuner or
 only what a diffusers pipeline loads (model_index.json and the component folders it names,
 safetensors only), with a progress bar (bytes, rate, ETA). After Ctrl-C the next run fetches only
 the files not finished (huggingface_hub 2.x keeps no partial file between runs). Every way the
-Hub can say no (gated, not found, refused token, offline, not enough disk) becomes one
-`GlanceError` line here, in seconds.
+Hub can say no (gated, not found, refused token, offline; glance/hub_errors.py) and not enough
+disk become one `GlanceError` line here, in seconds.
 
 huggingface_hub reads HF_ENDPOINT, HF_HUB_OFFLINE and HF_HOME when it is imported; it is imported
 inside these functions only, so `glance --help` stays light.
@@ -26,6 +26,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from glance.families import GlanceError, read_json
+from glance.hub_errors import HubUnreachable, first_line, one_line_hub_errors
 
 # Weight formats a diffusers pipeline loaded with use_safetensors=True never reads.
 UNSAFE_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".msgpack", ".h5", ".onnx", ".onnx_data", ".gguf", ".ot")
@@ -87,10 +88,11 @@ def resolve_model(
 
     try:
         listing = hub_listing(model, revision)
-    except _Unreachable as exc:
+    except HubUnreachable as exc:
+        reason = f"{model} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and {exc}"
         if not fetch:
-            return ModelSource(model=model, revision=revision, note=f"{exc}: the download is still to come")
-        raise GlanceError(str(exc)) from None
+            return ModelSource(model=model, revision=revision, note=f"{reason}: the download is still to come")
+        raise GlanceError(reason) from None
     if not fetch:
         files = needed_files(listing.files, components=None)
         missing = _missing_bytes(model, files, listing.files)
@@ -146,10 +148,6 @@ def pipeline_components(index: dict) -> list[str]:
     ]
 
 
-class _Unreachable(Exception):
-    """The Hub could not be asked (no connection, timeout): not fatal for a look-up without download."""
-
-
 class HubFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -166,44 +164,16 @@ class HubListing(BaseModel):
 
 
 def hub_listing(model: str, revision: str | None) -> HubListing:
-    """The commit and file sizes of `model` on the Hub (a request, two if gated); each refusal is its own line."""
-    import httpx2
-    from huggingface_hub import HfApi, constants, get_hf_file_metadata, hf_hub_url
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        OfflineModeIsEnabled,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
+    """The commit and file sizes of `model` on the Hub (a request, two if gated).
 
-    page = f"{constants.ENDPOINT}/{model}"
-    login = "log in with `hf auth login` or set HF_TOKEN"
-    try:
+    Each refusal is its own line (glance/hub_errors.py); HubUnreachable when the Hub cannot be asked.
+    """
+    from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_url
+
+    with one_line_hub_errors(model, revision=revision):
         info = HfApi().model_info(model, revision=revision, files_metadata=True, timeout=LOOKUP_TIMEOUT_S)
         if info.gated:  # the Hub shows a gated repo's listing to anyone; its files answer GatedRepo
             get_hf_file_metadata(hf_hub_url(model, "model_index.json", revision=info.sha), timeout=LOOKUP_TIMEOUT_S)
-    except GatedRepoError:
-        raise GlanceError(
-            f"{model} is gated: accept its licence at {page} (logged in to the Hub), then {login} here"
-        ) from None
-    except RevisionNotFoundError:
-        raise GlanceError(f"revision {revision!r} of {model} not found on the Hub ({page})") from None
-    except RepositoryNotFoundError:
-        raise GlanceError(f"{model} not found on the Hub ({page}); check the id, or {login} if it is private") from None
-    except HfHubHTTPError as exc:
-        status = exc.response.status_code if exc.response is not None else None
-        if status in (401, 403):
-            raise GlanceError(
-                f"the Hub refused the token (HTTP {status}: {exc.server_message or 'invalid credentials'}); "
-                f"{login} with a valid token"
-            ) from None
-        raise GlanceError(f"the Hub answered HTTP {status} for {model}: {_first_line(exc)}") from None
-    except (httpx2.TransportError, OfflineModeIsEnabled) as exc:
-        raise _Unreachable(
-            f"cannot reach the Hub at {constants.ENDPOINT} ({_first_line(exc) or type(exc).__name__}) "
-            f"and {model} is not in the Hugging Face cache ({constants.HF_HUB_CACHE})"
-        ) from None
     files = {}
     for sibling in info.siblings or []:
         lfs = sibling.lfs
@@ -283,7 +253,7 @@ def download(model: str, listing: HubListing, *, emit: Callable[[str], None]) ->
     error = result.get("error")
     if error is not None:
         if isinstance(error, OSError):
-            raise GlanceError(f"downloading {model} failed: {_first_line(error)}") from None
+            raise GlanceError(f"downloading {model} failed: {first_line(error)}") from None
         raise error  # type: ignore[misc]
     folder = Path(str(result["folder"]))
     if not is_complete_pipeline(folder):
@@ -379,11 +349,6 @@ def _size(n: int) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
     return f"{n:.1f} TB"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else ""
 
 
 def _stderr(text: str) -> None:

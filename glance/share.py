@@ -18,11 +18,13 @@ from pathlib import Path
 from glance.card import Sample, TrainingImage, render_card
 from glance.families import GlanceError, get_family, is_local_model
 from glance.files import write_atomic
+from glance.hub_errors import one_line_hub_errors
 from glance.manifest import MANIFEST_NAME, PHASES, WEIGHTS_NAME, RunManifest, load_finished_run, load_manifest
 from glance.simpletuner import add_adapter_metadata
 
 CARD_NAME = "README.md"
 SAMPLES_DIR = "samples"  # in the run folder: where `glance push --sample` renders
+SAMPLES_REPO_DIR = "images"  # in the repo: this push's samples, and only these
 COMFYUI_DIR = "comfyui"  # in the repo: the files `glance export comfyui` writes
 LOGIN_HINT = "run `hf auth login` or set HF_TOKEN to a token with write access"
 
@@ -165,7 +167,7 @@ def build_folder(options: PushOptions, folder: Path, *, search: list[Path] | Non
     )
     for index, png in enumerate(find_samples(manifest, options.output_dir, search), start=1):
         data, sample = _public_png(png, base_model)
-        path = f"images/sample-{index}.png"
+        path = f"{SAMPLES_REPO_DIR}/sample-{index}.png"
         files[path] = data
         samples.append(Sample(path, sample.prompt, sample.seed))
 
@@ -218,7 +220,10 @@ def _training_files(output_dir: Path) -> tuple[TrainingImage, dict[str, bytes]]:
 
 
 def push(options: PushOptions, *, emit: Callable[[str], None] = print) -> PushResult:
-    """Build the folder in a temporary place and upload it as one commit (it lands whole or not at all)."""
+    """Build the folder in a temporary place and upload it as one commit (it lands whole or not at all).
+
+    The commit also removes the samples an earlier push left in the repo that this push does not replace.
+    """
     from huggingface_hub import HfApi, get_token
 
     check_repo_id(options.repo_id)
@@ -230,7 +235,7 @@ def push(options: PushOptions, *, emit: Callable[[str], None] = print) -> PushRe
     with tempfile.TemporaryDirectory(prefix="glance-push-") as staging:
         built = build_folder(options, Path(staging) / "repo")
         emit(f"uploading {len(built.files)} files to {options.repo_id} ...")
-        with _hub_errors(options.repo_id):
+        with one_line_hub_errors(options.repo_id, revision=options.revision, access="write"):
             api.create_repo(options.repo_id, private=options.private, exist_ok=True)
             if options.revision and options.revision != "main":
                 api.create_branch(options.repo_id, branch=options.revision, exist_ok=True)
@@ -239,6 +244,8 @@ def push(options: PushOptions, *, emit: Callable[[str], None] = print) -> PushRe
                 repo_id=options.repo_id,
                 revision=options.revision,
                 commit_message=options.message or "Glance LoRA pair (glance push)",
+                # An earlier push's samples go in this same commit; the card shows only this push's.
+                delete_patterns=[f"{SAMPLES_REPO_DIR}/*"],
             )
     return PushResult(built.folder, built.files, built.card, url=commit.commit_url, commit=commit.oid)
 
@@ -249,7 +256,7 @@ def fetch_pair(repo_id: str, revision: str | None = None) -> Path:
     from huggingface_hub.errors import EntryNotFoundError
 
     check_repo_id(repo_id)
-    with _hub_errors(repo_id, reading=True):
+    with one_line_hub_errors(repo_id, revision=revision):
         try:
             manifest_file = Path(hf_hub_download(repo_id, MANIFEST_NAME, revision=revision))
         except EntryNotFoundError:
@@ -262,71 +269,6 @@ def fetch_pair(repo_id: str, revision: str | None = None) -> Path:
             repo_id, revision=revision, allow_patterns=[MANIFEST_NAME, *(f"glance-{p}/{WEIGHTS_NAME}" for p in PHASES)]
         )
     return Path(folder)
-
-
-class _hub_errors:
-    """Turn what huggingface_hub raises into one line that says what to do."""
-
-    def __init__(self, repo_id: str, reading: bool = False):
-        self.repo_id, self.reading = repo_id, reading
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, exc, tb):
-        if exc is None or isinstance(exc, GlanceError):
-            return False
-        from huggingface_hub import constants
-        from huggingface_hub.errors import (
-            GatedRepoError,
-            HfHubHTTPError,
-            LocalEntryNotFoundError,
-            OfflineModeIsEnabled,
-            RepositoryNotFoundError,
-            RevisionNotFoundError,
-        )
-
-        repo = self.repo_id
-        if isinstance(exc, OfflineModeIsEnabled) or (isinstance(exc, LocalEntryNotFoundError) and _offline()):
-            raise GlanceError(f"{repo}: HF_HUB_OFFLINE is set and the files are not in the cache") from None
-        if isinstance(exc, GatedRepoError):
-            raise GlanceError(
-                f"{repo} is gated: accept its terms on https://huggingface.co/{repo}, then {LOGIN_HINT}"
-            ) from None
-        if isinstance(exc, RevisionNotFoundError):
-            raise GlanceError(f"{repo} has no such revision (branch, tag or commit)") from None
-        if isinstance(exc, RepositoryNotFoundError):
-            raise GlanceError(
-                f"{repo} was not found on the Hub (or it is private and the token cannot see it)"
-            ) from None
-        if isinstance(exc, HfHubHTTPError) and exc.response is not None:
-            status = exc.response.status_code
-            if status in (401, 403):
-                need = "read" if self.reading else "write"
-                raise GlanceError(
-                    f"the Hub refused the token for {repo} (HTTP {status}): it needs {need} access; {LOGIN_HINT}"
-                ) from None
-            raise GlanceError(f"the Hub answered HTTP {status} for {repo}: {_first_line(exc)}") from None
-        if isinstance(exc, LocalEntryNotFoundError | ConnectionError | OSError) or _is_transport_error(exc):
-            raise GlanceError(
-                f"cannot reach the Hub at {constants.ENDPOINT} ({_first_line(exc)}); check the network"
-            ) from None
-        return False
-
-
-def _offline() -> bool:
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
-
-
-def _is_transport_error(exc: BaseException) -> bool:
-    return any(cls.__name__ in ("TransportError", "ConnectError", "TimeoutException") for cls in type(exc).__mro__)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def default_folder(output_dir: Path) -> Path:

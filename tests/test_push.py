@@ -14,6 +14,7 @@ import pytest
 import yaml
 from PIL import Image
 from support.fake_hub import FakeHub
+from support.tiny_models import tiny_run
 
 from glance.demo import DEMO_PROMPTS
 from glance.manifest import load_manifest
@@ -224,3 +225,32 @@ def test_infer_refuses_a_repo_that_is_not_a_glance_pair(pushed, tmp_path):
     assert "is not a Glance pair" in _one_line_error(result)
     missing = run_glance("infer", "--lora-repo", "tester/nothing-here", "x", cwd=tmp_path, hub=hub, home=tmp_path)
     assert "not found on the Hub" in _one_line_error(missing)
+
+
+def test_a_second_push_replaces_the_first_pushs_samples(tiny, tmp_path):
+    """Two pushes of a tiny run with different samples: the repo ends with only the second push's."""
+    from glance.infer import options_from_manifest, run_infer
+
+    run = tiny_run(tiny("flux"), tmp_path)
+    first, second = tmp_path / "first", tmp_path / "second"  # each push runs in one: glance push finds samples there
+    run_infer(options_from_manifest(run, prompts=["a red circle", "a blue square"], out=first / "s.png", device="cpu"))
+    run_infer(options_from_manifest(run, prompts=["a green triangle"], seeds=[5], out=second / "s.png", device="cpu"))
+    with FakeHub(tmp_path / "hub") as hub:
+        hub.add_token(WRITE_TOKEN, write=True)
+        pushed = []
+        for folder in (first, second):
+            result = run_glance("push", REPO, "-o", str(run), "--base-model", BASE, cwd=folder, hub=hub,
+                                home=tmp_path / "home")  # fmt: skip
+            assert result.returncode == 0, result.stdout + result.stderr
+            pushed.append({path: data for path, data in hub.files(REPO).items() if path.startswith("images/")})
+        assert hub.repos[REPO].commits == 3  # the repo's creation, then one commit a push
+
+    def prompt(png: bytes) -> str:
+        with Image.open(io.BytesIO(png)) as image:
+            return json.loads(image.text["glance"])["prompt"]
+
+    assert {path: prompt(png) for path, png in pushed[0].items()} == {
+        "images/sample-1.png": "a red circle",
+        "images/sample-2.png": "a blue square",
+    }
+    assert {path: prompt(png) for path, png in pushed[1].items()} == {"images/sample-1.png": "a green triangle"}

@@ -51,7 +51,8 @@ def push_command(
     The card holds a plain diffusers snippet that samples the pair on exactly its trained sigmas,
     and the `glance infer --lora-repo` line that does the same. Samples are the PNGs `glance infer`
     rendered with this run's LoRAs, found in the current folder, OUTPUT_DIR and OUTPUT_DIR/samples.
-    The upload is one commit: it lands whole or not at all. Log in first: `hf auth login`.
+    The upload is one commit: it lands whole or not at all, and replaces the samples of an earlier
+    push. Log in first: `hf auth login`.
     """
     from glance.share import PushOptions, build_folder, check_repo_id, default_folder, push
 

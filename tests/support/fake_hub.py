@@ -13,11 +13,13 @@ test in a subprocess) and the client talks to this server as it would to hugging
   on a gated repo's files and tree (its info stays public, `"gated": "manual"`),
   and 401 + `X-Error-Message: Invalid credentials in Authorization header` for an unknown token;
 - `*.safetensors` files are served as LFS files (sha256 ETag), the rest as git blobs (sha1 ETag);
-- writing, as `glance push` needs it: `POST /api/repos/create`, `/api/validate-yaml` (a README's
-  YAML front matter must parse), `/api/models/{id}/preupload/main` (every file "regular", so the
-  client sends the content inside the commit request: no LFS or Xet storage) and
-  `/api/models/{id}/commit/main` (ndjson; applied whole or not at all); only tokens in
-  `write_tokens` may write, others get 401 (unknown) or 403 (read-only), as on the Hub;
+- writing, as `glance push` needs it: `POST /api/repos/create` (409 with the repo's url when it
+  exists, as the Hub answers), `/api/validate-yaml` (a README's YAML front matter must parse),
+  `/api/models/{id}/preupload/main` (every file "regular", so the client sends the content inside
+  the commit request: no LFS or Xet storage) and `/api/models/{id}/commit/main` (ndjson: files
+  written and `deletedFile`s removed, which `upload_folder(delete_patterns=...)` sends after listing
+  the tree; applied whole or not at all); only tokens in `write_tokens` may write, others get 401
+  (unknown) or 403 (read-only), as on the Hub;
 - `requests` records every request (method, path, Range header) and `chunk_delay` slows the file
   bodies down, so a test can watch a progress bar or interrupt a download.
 
@@ -166,9 +168,9 @@ class FakeHub:
 
 
 class _Refusal(Exception):
-    def __init__(self, status: int, code: str | None = None, message: str | None = None):
+    def __init__(self, status: int, code: str | None = None, message: str | None = None, body: dict | None = None):
         super().__init__(message or code or str(status))
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message, self.body = status, code, message, body or {}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -220,7 +222,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._refuse(refusal, head)
 
     def _refuse(self, refusal: _Refusal, head: bool) -> None:
-        body = json.dumps({"error": refusal.message or refusal.code or "error"}).encode()
+        body = json.dumps({"error": refusal.message or refusal.code or "error", **refusal.body}).encode()
         self.send_response(refusal.status)
         if refusal.code:
             self.send_header("X-Error-Code", refusal.code)
@@ -255,8 +257,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _create_repo(self, payload: dict) -> None:
         self._check_write()
         repo_id = f"{payload.get('organization') or 'tester'}/{payload['name']}"
-        if repo_id in self.fake.repos:
-            raise _Refusal(409, message="You already created this model repo")
+        if repo_id in self.fake.repos:  # the Hub's 409 names the repo: create_repo(exist_ok=True) returns its url
+            raise _Refusal(
+                409, message="You already created this model repo", body={"url": f"{self.fake.url}/{repo_id}"}
+            )
         folder = self.fake.root / repo_id
         folder.mkdir(parents=True)
         (folder / ".gitattributes").write_text("*.safetensors filter=lfs diff=lfs merge=lfs -text\n")
