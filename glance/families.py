@@ -1,6 +1,6 @@
 """Per-family facts: the one place where FLUX, SD3 and Qwen-Image differ.
 
-Adding a model family means adding one `Family` here (and its tiny test model in tiny.py).
+Adding a model family means adding one `Family` here (and its tiny test model in tiny_pipelines.py).
 Nothing in this module imports torch or diffusers.
 """
 
