@@ -280,7 +280,8 @@ def failure_cause(lines: list[str]) -> str | None:
 
     accelerate prints its own `subprocess.CalledProcessError` (and TorchDynamo its statistics) after
     SimpleTuner's traceback; those say only that training failed and are skipped. Colour codes are
-    removed. None when the output holds no exception line.
+    removed. None when the output holds no exception line. The processes of `glance infer
+    --num-processes` run under accelerate too; glance/spread.py names their failure with this.
     """
     for raw in reversed(lines):
         line = _ANSI.sub("", raw).strip()

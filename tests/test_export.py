@@ -7,7 +7,6 @@ the session's trained FLUX pair (`trained_run`) runs the same checks on real Sim
 """
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -21,15 +20,15 @@ from support.comfyui_replay import (
     manual_sigmas,
     replay,
 )
-from support.tiny_models import SIZE
+from support.tiny_models import SIZE, write_finished_run
 from typer.testing import CliRunner
 
-from glance import __version__
 from glance.cli import app
 from glance.comfyui import build_workflow, manual_sigmas_text, spec_from_record
 from glance.families import FAMILIES
-from glance.infer import options_from_manifest, read_png_parameters, run_infer
-from glance.manifest import MANIFEST_NAME, PhaseRecord, RunManifest, load_manifest
+from glance.infer import options_from_manifest, run_infer
+from glance.manifest import MANIFEST_NAME, load_manifest
+from glance.records import read_png_parameters
 
 PROMPT = "a red circle and a blue square on a warm gradient"
 FILES = {"glance-slow.safetensors", "glance-fast.safetensors", "glance-workflow.json", "README.md"}
@@ -37,25 +36,7 @@ FILES = {"glance-slow.safetensors", "glance-fast.safetensors", "glance-workflow.
 
 def tiny_run(tiny_family, root: Path, caption: str = PROMPT) -> Path:
     """A finished run folder for a tiny model: manifest, both LoRA folders, the staged caption."""
-    output = root / f"run-{tiny_family.family}"
-    finished = {
-        name: PhaseRecord(lora_dir=str(folder), inputs_sha256="0" * 64, duration_s=1.0, finished_at=datetime.now(UTC))
-        for name, folder in (("slow", tiny_family.slow), ("fast", tiny_family.fast))
-    }
-    RunManifest(
-        glance_version=__version__,
-        model=str(tiny_family.model),
-        family=tiny_family.family,
-        resolution=SIZE,
-        slow_timesteps=list(tiny_family.lists.slow),
-        fast_timesteps=list(tiny_family.lists.fast),
-        train_guidance=1.0 if tiny_family.family == "flux" else None,
-        seed=0,
-        steps=4,
-        rank=4,
-        learning_rate=5e-4,
-        phases=finished,
-    ).save(output / MANIFEST_NAME)
+    output = write_finished_run(tiny_family, root / f"run-{tiny_family.family}")
     (output / "dataset").mkdir()
     (output / "dataset" / "glance.txt").write_text(caption + "\n")
     return output
@@ -222,13 +203,13 @@ def _strength_check(family: str, model_dir: Path, lora_folder: Path, exported: P
     import torch
     from safetensors.torch import load_file, save_file
 
-    from glance.infer import _read_lora
+    from glance.loras import read_lora_file
 
     pipe = load_pipeline(family, model_dir)
     before = {k: v.clone() for k, v in pipe.transformer.state_dict().items()}
     merged = comfy_merge(before, exported)
 
-    lora = _read_lora("slow", lora_folder)
+    lora = read_lora_file("slow", lora_folder)
     pipe.set_adapters("slow", adapter_weights=lora.load_into(pipe, "slow"))
     pipe.fuse_lora(components=["transformer"], lora_scale=1.0, adapter_names=["slow"])
     pipe.unload_lora_weights()

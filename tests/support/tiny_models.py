@@ -1,10 +1,13 @@
 """Tiny offline pipelines for every family, and LoRAs for them saved the way SimpleTuner saves its own."""
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from glance import __version__
 from glance.families import FAMILIES, model_schedule
+from glance.manifest import MANIFEST_NAME, PhaseRecord, RunManifest
 from glance.schedule import TimestepLists, default_lists
 from glance.tiny import build_tiny_model, load_transformer, write_random_lora
 
@@ -36,3 +39,26 @@ def tiny(tmp_path_factory):
         return built[family]
 
     return get
+
+
+def write_finished_run(tiny_family: TinyFamily, output: Path) -> Path:
+    """A run folder whose manifest points at a tiny model and its two LoRAs, as a finished `glance train` leaves it."""
+    finished = {
+        name: PhaseRecord(lora_dir=str(folder), inputs_sha256="0" * 64, duration_s=1.0, finished_at=datetime.now(UTC))
+        for name, folder in (("slow", tiny_family.slow), ("fast", tiny_family.fast))
+    }
+    RunManifest(
+        glance_version=__version__,
+        model=str(tiny_family.model),
+        family=tiny_family.family,
+        resolution=SIZE,
+        slow_timesteps=list(tiny_family.lists.slow),
+        fast_timesteps=list(tiny_family.lists.fast),
+        train_guidance=1.0 if tiny_family.family == "flux" else None,
+        seed=0,
+        steps=4,
+        rank=4,
+        learning_rate=5e-4,
+        phases=finished,
+    ).save(output / MANIFEST_NAME)
+    return output
