@@ -67,7 +67,7 @@ def parse_args(argv=None):
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=8e-4)
     parser.add_argument("--warmup", type=int, default=300)
-    parser.add_argument("--refine-steps", type=int, default=3000, help="a second cosine cycle at --refine-lr")
+    parser.add_argument("--refine-steps", type=int, default=0, help="a second cosine cycle at --refine-lr")
     parser.add_argument("--refine-lr", type=float, default=3e-4)
     parser.add_argument("--ema", type=float, default=0.999)
     parser.add_argument("--checkpoint-every", type=int, default=250)

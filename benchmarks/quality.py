@@ -126,8 +126,8 @@ def exact_base_images(run_dir: Path, prompts: list[str]) -> dict:
     import torch
     from diffusers import FluxPipeline
 
-    from glance.infer import exact_scheduler
     from glance.manifest import load_manifest
+    from glance.sampler import exact_scheduler
 
     manifest = load_manifest(run_dir / "glance.json")
     pipe = FluxPipeline.from_pretrained(manifest.model, dtype=torch.float32, use_safetensors=True)
@@ -146,30 +146,22 @@ def exact_base_images(run_dir: Path, prompts: list[str]) -> dict:
 
 
 def recipe_images(run_dir: Path, prompts: list[str]) -> dict:
-    """../shared/seed's two calls, as published (see benchmarks/run.py child_recipe_infer), per prompt x seed."""
+    """../shared/seed's two calls, as published (benchmarks/recipe.py), per prompt x seed."""
     import torch
-    from diffusers import FluxPipeline
+    from recipe import fast_call, recipe_pipeline, recipe_sigmas, slow_call
 
     from glance.manifest import load_manifest
 
     manifest = load_manifest(run_dir / "glance.json")
-    slow_sigmas = [t / 1000.0 for t in manifest.slow_timesteps]
-    fast_sigmas = [t / 1000.0 for t in manifest.fast_timesteps]
-    pipes = {}
-    for phase in ("slow", "fast"):
-        pipes[phase] = FluxPipeline.from_pretrained(manifest.model, dtype=torch.float32, use_safetensors=True)
-        pipes[phase].load_lora_weights(str(run_dir / f"glance-{phase}"))
-        pipes[phase].set_progress_bar_config(disable=True)
-    size = {"height": manifest.resolution, "width": manifest.resolution}
+    slow_sigmas, fast_sigmas = recipe_sigmas(manifest)
+    pipes = {phase: recipe_pipeline(manifest.model, run_dir / f"glance-{phase}") for phase in ("slow", "fast")}
     images = {}
     for prompt in prompts:
         for seed in SEEDS:
             started = time.perf_counter()
             generator = torch.Generator("cpu").manual_seed(seed)
-            slow = {"num_inference_steps": len(slow_sigmas), "sigmas": slow_sigmas, "output_type": "latent"}
-            latents = pipes["slow"](prompt=prompt, generator=generator, **slow, **size).images
-            fast = {"num_inference_steps": len(fast_sigmas), "sigmas": fast_sigmas, "guidance_scale": 1.0}
-            image = pipes["fast"](prompt=prompt, latents=latents, generator=generator, **fast, **size).images[0]
+            latents = slow_call(pipes["slow"], prompt, slow_sigmas, generator, manifest.resolution)
+            image = fast_call(pipes["fast"], prompt, fast_sigmas, latents, generator, manifest.resolution)
             images[(prompt, seed)] = (image, time.perf_counter() - started)
     return images
 

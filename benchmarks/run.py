@@ -69,7 +69,8 @@ def _peak_rss_mb() -> float:
 def child_glance_infer(work: Path) -> dict:
     start = time.perf_counter()
     loads = _count_pipeline_loads()
-    from glance.infer import InferOptions, run_infer
+    from glance.infer import run_infer
+    from glance.infer_options import InferOptions
     from glance.manifest import load_manifest
 
     manifest = load_manifest(work / "run" / "glance.json")
@@ -101,7 +102,7 @@ def _denoise_clock(pipe):
     """(spans, callback): pass the callback as callback_on_step_end; spans gets each call's denoising seconds.
 
     The span runs from the first transformer call to the last step's end, as glance measures its own
-    images (glance/infer.py, _render). Measurement only: the callback changes nothing.
+    images (glance/sampler.py, _render). Measurement only: the callback changes nothing.
     """
     spans: list[float] = []
     first: list[float] = []
@@ -120,56 +121,34 @@ def _denoise_clock(pipe):
 
 
 def child_recipe_infer(work: Path, prompt: str = PROMPT, seed: int = 0, out: str = "recipe.png") -> dict:
-    """../shared/seed's step 4, as published (torch_dtype renamed dtype; CPU and float32 here)."""
+    """../shared/seed's step 4, as published (benchmarks/recipe.py): load, slow call, load, fast call."""
     start = time.perf_counter()
     loads = _count_pipeline_loads()
     import torch
-    from diffusers import FluxPipeline
+    from recipe import fast_call, recipe_pipeline, recipe_sigmas, slow_call
 
     from glance.manifest import load_manifest
 
     manifest = load_manifest(work / "run" / "glance.json")
-    slow_sigmas = [t / 1000.0 for t in manifest.slow_timesteps]
-    fast_sigmas = [t / 1000.0 for t in manifest.fast_timesteps]
+    slow_sigmas, fast_sigmas = recipe_sigmas(manifest)
     generator = torch.Generator(device="cpu").manual_seed(seed)
 
     clock = time.perf_counter()
-    pipe = FluxPipeline.from_pretrained(str(work / "model"), dtype=torch.float32).to("cpu")
-    pipe.load_lora_weights(str(work / "run" / "glance-slow"))
+    pipe = recipe_pipeline(work / "model", work / "run" / "glance-slow")
     load_s = time.perf_counter() - clock
     slow_denoise, slow_clock = _denoise_clock(pipe)
 
     clock = time.perf_counter()
-    latents = pipe(
-        prompt=prompt,
-        callback_on_step_end=slow_clock,
-        num_inference_steps=len(slow_sigmas),
-        sigmas=slow_sigmas,
-        output_type="latent",
-        generator=generator,
-        height=INFER_SIZE,
-        width=INFER_SIZE,
-    ).images
+    latents = slow_call(pipe, prompt, slow_sigmas, generator, INFER_SIZE, slow_clock)
     sample_s = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    pipe_fast = FluxPipeline.from_pretrained(str(work / "model"), dtype=torch.float32).to("cpu")
-    pipe_fast.load_lora_weights(str(work / "run" / "glance-fast"))
+    pipe_fast = recipe_pipeline(work / "model", work / "run" / "glance-fast")
     load_s += time.perf_counter() - clock
     fast_denoise, fast_clock = _denoise_clock(pipe_fast)
 
     clock = time.perf_counter()
-    image = pipe_fast(
-        prompt=prompt,
-        callback_on_step_end=fast_clock,
-        num_inference_steps=len(fast_sigmas),
-        sigmas=fast_sigmas,
-        latents=latents,
-        guidance_scale=1.0,
-        generator=generator,
-        height=INFER_SIZE,
-        width=INFER_SIZE,
-    ).images[0]
+    image = fast_call(pipe_fast, prompt, fast_sigmas, latents, generator, INFER_SIZE, fast_clock)
     sample_s += time.perf_counter() - clock
     image.save(work / out)
     return {

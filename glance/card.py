@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from glance.families import get_family
+from glance.families import get_family, guidance_kwargs
 from glance.manifest import PHASES, WEIGHTS_NAME, RunManifest
 from glance.schedule import switch_step
 
@@ -56,16 +56,8 @@ class TrainingImage:
 
 
 def sampling_kwargs(manifest: RunManifest) -> dict:
-    """The guidance arguments `glance infer` passes by default for this run (see infer._guidance_kwargs)."""
-    recipe = get_family(manifest.family).recipe
-    kwargs: dict = {}
-    if recipe.true_cfg is None:
-        kwargs["guidance_scale"] = manifest.train_guidance if manifest.train_guidance is not None else recipe.guidance
-    else:
-        kwargs["true_cfg_scale"] = recipe.true_cfg
-    if recipe.negative_prompt is not None:
-        kwargs["negative_prompt"] = recipe.negative_prompt
-    return kwargs
+    """The guidance arguments `glance infer` passes by default for this run (families.guidance_kwargs)."""
+    return guidance_kwargs(get_family(manifest.family).recipe, guidance=manifest.train_guidance)
 
 
 def diffusers_snippet(manifest: RunManifest, repo_id: str, base_model: str, prompt: str, seed: int = 0) -> str:

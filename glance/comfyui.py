@@ -180,7 +180,7 @@ def build_workflow(spec: WorkflowSpec) -> dict:
 
 
 def spec_from_record(record: dict, files: ComfyUIFiles | None = None) -> WorkflowSpec:
-    """The workflow of an image from the record glance writes into its PNG (glance/infer.py)."""
+    """The workflow of an image from the record glance writes into its PNG (glance/records.py)."""
     steps = record["steps"]
     switch = None
     if record.get("kind") == "glance":

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from glance.families import GlanceError
-from glance.infer import _read_lora, _training_alpha  # the LoRA reader glance infer loads with
+from glance.loras import read_lora_file, training_alpha  # the LoRA reader glance infer loads with
 from glance.manifest import WEIGHTS_NAME
 
 ALPHA_SUFFIX = ".alpha"
@@ -46,7 +46,7 @@ def read_lora(phase: str, folder: Path) -> ExportedLora:
     path = Path(folder) / WEIGHTS_NAME
     if not path.is_file():
         raise GlanceError(f"the {phase} LoRA is missing: {path}; run `glance train` again")
-    lora = _read_lora(phase, Path(folder))
+    lora = read_lora_file(phase, Path(folder))
     rank = next(iter(lora.weights.values()))["A"].shape[0]
     if any(pair["A"].shape[0] != rank for pair in lora.weights.values()):
         raise GlanceError(f"{path}: its modules have different ranks; ComfyUI's alpha / rank would differ per module")
@@ -63,7 +63,7 @@ def _metadata_alpha(path: Path, metadata: dict, rank: int) -> tuple[float, str]:
     """lora_alpha from diffusers' adapter metadata (the header glance train writes), else rank as diffusers assumes."""
     raw = metadata.get(LORA_ADAPTER_METADATA_KEY)
     if raw is None:
-        alpha, source = _training_alpha(path, rank)  # no metadata: simpletuner_config.json, else rank
+        alpha, source = training_alpha(path, rank)  # no metadata: simpletuner_config.json, else rank
         return (alpha if alpha is not None else float(rank)), source
     try:
         config = json.loads(raw)

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from glance import shapes
+from glance.files import write_atomic
 
 DEFAULT_WORKDIR = Path("glance-demo")
 DEMO_STEPS = 60  # per phase: the Glance paper's recipe
@@ -79,7 +80,6 @@ def run_demo(
     from glance.infer import options_from_manifest, run_infer
     from glance.progress import Reporter
     from glance.run_plan import TrainSettings, plan_run
-    from glance.sheet import write_compare_sheet
     from glance.smallmodel import RESOLUTION, shipped_model
     from glance.train import train
 
@@ -121,14 +121,16 @@ def run_demo(
         device="cpu",
         force=True,
     )
-    run = stage("infer (diffusers, 1 pipeline)", lambda: run_infer(options, reporter))
-    scores, verdicts = judge_run(run.images)
-    notes = {column: f"judge {score.summary['all']:.0%} · crisp {score.summary['crispness']:.2f}"
-             for column, score in enumerate(scores)}  # fmt: skip
-    write_compare_sheet(run.images, run.sheet, notes)
-    report = plan.output_dir / "samples" / REPORT_NAME
-    from glance.files import write_atomic
+    judged: dict = {}  # the judge reads the images once they are all written, before the run writes its sheet
 
+    def judge_columns(images: list) -> dict[int, str]:
+        judged["scores"], judged["verdicts"] = judge_run(images)
+        return {column: f"judge {score.summary['all']:.0%} · crisp {score.summary['crispness']:.2f}"
+                for column, score in enumerate(judged["scores"])}  # fmt: skip
+
+    run = stage("infer (diffusers, 1 pipeline)", lambda: run_infer(options, reporter, column_notes=judge_columns))
+    scores, verdicts = judged["scores"], judged["verdicts"]
+    report = plan.output_dir / "samples" / REPORT_NAME
     write_atomic(report, json.dumps({
         "model": str(model),
         "training_caption": TRAINING_CAPTION.text,

@@ -1,8 +1,8 @@
 """Why a child process failed, read from its output: the last exception it raised.
 
-Shared by the training phases (glance/phase.py) and anything else that runs glance's work in child
-processes and must name a failure in one line. Only the standard library: importing it loads no
-torch, no SimpleTuner and no training run.
+Shared by the training phases (glance/phase.py) and by `glance infer --num-processes`, whose
+processes run under accelerate too (glance/spread.py). Only the standard library: importing it
+loads no torch, no SimpleTuner and no training run.
 """
 
 from __future__ import annotations

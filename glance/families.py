@@ -214,6 +214,28 @@ def get_family(name: str) -> Family:
         raise GlanceError(f"unknown model family {name!r}; known families: {known}") from None
 
 
+def guidance_kwargs(
+    recipe: Recipe, *, guidance: float | None = None, true_cfg: float | None = None, negative_prompt: str | None = None
+) -> dict:
+    """guidance_scale / true_cfg_scale / negative_prompt for a pipeline call: what is given, else the recipe's.
+
+    FLUX reads guidance_scale as its guidance embedding, SD3 as its CFG scale. Qwen-Image has no
+    guidance input and samples with true CFG against a negative prompt instead, so there
+    guidance_scale is only passed when asked for. `glance infer` samples with these, and the model
+    card's snippet writes them out.
+    """
+    true_cfg = true_cfg if true_cfg is not None else recipe.true_cfg
+    negative_prompt = negative_prompt if negative_prompt is not None else recipe.negative_prompt
+    kwargs: dict = {}
+    if true_cfg is None or guidance is not None:
+        kwargs["guidance_scale"] = guidance if guidance is not None else recipe.guidance
+    if true_cfg is not None:
+        kwargs["true_cfg_scale"] = true_cfg
+    if negative_prompt is not None:
+        kwargs["negative_prompt"] = negative_prompt
+    return kwargs
+
+
 def is_local_model(model: str) -> bool:
     return Path(model).expanduser().is_dir()
 

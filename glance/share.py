@@ -89,7 +89,7 @@ def public_manifest(manifest: RunManifest, base_model: str) -> str:
 
 def find_samples(manifest: RunManifest, output_dir: Path, search: list[Path]) -> list[Path]:
     """PNGs in `search` folders that `glance infer` rendered with this run's two LoRAs."""
-    from glance.infer import read_png_parameters
+    from glance.records import read_png_parameters
 
     manifest_path = Path(output_dir) / MANIFEST_NAME
     loras = {phase: manifest.lora_dir(phase, manifest_path) for phase in PHASES}
@@ -125,7 +125,7 @@ def _public_png(source: Path, base_model: str) -> tuple[bytes, Sample]:
     from PIL.PngImagePlugin import PngInfo
 
     from glance.comfyui import PNG_PROMPT_KEY, png_prompt
-    from glance.infer import PNG_GLANCE_KEY, PNG_PARAMETERS_KEY, parameters_line, read_png_parameters
+    from glance.records import PNG_GLANCE_KEY, PNG_PARAMETERS_KEY, parameters_line, read_png_parameters
 
     record = read_png_parameters(source)
     record["model"] = base_model

@@ -25,8 +25,11 @@ from pydantic import BaseModel, ConfigDict
 
 from glance.batch import ImageJob
 from glance.families import GlanceError
+from glance.infer_options import InferOptions
+from glance.render import ImageResult, render_images, result_line
 
 EVENT_PREFIX = "glance-event "  # a worker's stdout line meant for the parent
+TAIL_LINES = 2000  # of the processes' own output, kept to find a failure's cause in (a traceback and accelerate's)
 
 
 class SpreadJob(BaseModel):
@@ -60,9 +63,11 @@ class _Shown:
         return self.text
 
 
-def render_spread(options, jobs: list[ImageJob], device: str, reporter) -> tuple[list, float]:
+def render_spread(
+    options: InferOptions, jobs: list[ImageJob], device: str, reporter
+) -> tuple[list[ImageResult], float]:
     """Run the workers, relay their progress, merge their results in list order; (results, load seconds)."""
-    from glance.infer import ImageResult, result_line
+    from glance.failure import failure_cause
     from glance.simpletuner import accelerate_config_yaml
 
     count = options.num_processes
@@ -97,7 +102,7 @@ def render_spread(options, jobs: list[ImageJob], device: str, reporter) -> tuple
         package_root = str(Path(__file__).resolve().parent.parent)  # the workers import this same glance
         pythonpath = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
         env = dict(os.environ, PYTHONPATH=pythonpath, PYTHONUNBUFFERED="1")
-        tail: deque[str] = deque(maxlen=20)
+        tail: deque[str] = deque(maxlen=TAIL_LINES)
         error: list[str] = []
         try:
             process = subprocess.Popen(
@@ -135,15 +140,16 @@ def render_spread(options, jobs: list[ImageJob], device: str, reporter) -> tuple
         if error:
             raise GlanceError(error[0])
         if code != 0:
-            lines = "\n".join(f"  {line}" for line in list(tail)[-12:])
-            print(f"last lines of the processes' output:\n{lines}", file=sys.stderr)
+            # The cause first, as a failed training phase names it: the last exception in the output.
+            print(f"a process: {failure_cause(list(tail)) or 'no exception in its output'}", file=sys.stderr)
             raise GlanceError(f"--num-processes {count}: a process failed (exit code {code})")
         reports = [
             WorkerReport.model_validate_json((folder / f"result-{rank}.json").read_text()) for rank in range(count)
         ]
+    index = {job.out: job.index for job in jobs}
     results = sorted(
         (ImageResult.model_validate(image) for report in reports for image in report.images),
-        key=lambda result: next(job.index for job in jobs if job.out == result.image),
+        key=lambda result: index[result.image],
     )
     for result in results:
         reporter.result(result_line(result))
@@ -192,8 +198,6 @@ class _EventReporter:
 
 def worker_main(job_file: Path) -> int:
     from accelerate import PartialState
-
-    from glance.infer import InferOptions, render_images
 
     job = SpreadJob.model_validate_json(Path(job_file).read_text())
     state = PartialState(cpu=job.device == "cpu")

@@ -2,8 +2,21 @@
 
 import os
 
+import pytest
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach the hub
 
 from support.gpu_check_run import gpu_check_run  # noqa: E402,F401  (the quantized run, via benchmarks/gpu_check.py)
 from support.tiny_models import tiny  # noqa: E402,F401  (tiny offline pipelines and LoRAs, per family)
 from support.training import trained_run  # noqa: E402,F401  (the session's one real training run)
+
+# The fast tier (`pytest -m "not slow"`): a test is slow when it trains or samples for real, which
+# is when it uses one of these fixtures (directly or through another fixture); a test that runs
+# SimpleTuner or a pipeline on its own says so with @pytest.mark.slow.
+SLOW_FIXTURES = {"trained_run", "gpu_check_run", "tiny"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -38,6 +38,7 @@ def tree(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow  # imports SimpleTuner (~20 s alone)
 @pytest.mark.parametrize("family", sorted(HUB_MODELS))
 def test_training_configs_pass_simpletuners_parser(workdir, family):
     plan = plan_run(TrainSettings(model=HUB_MODELS[family], device="cuda"))

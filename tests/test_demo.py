@@ -5,8 +5,8 @@ import json
 from PIL import Image
 
 from glance.demo import DEMO_COMPARE, DEMO_PROMPTS
-from glance.infer import read_png_parameters
 from glance.manifest import load_manifest
+from glance.records import read_png_parameters
 from glance.sheet import read_sheet_layout
 from glance.smallmodel import RESOLUTION
 

@@ -20,17 +20,26 @@ from support.comfyui_replay import (
     manual_sigmas,
     replay,
 )
-from support.tiny_models import SIZE, TRAINING_CAPTION, tiny_run
+from support.tiny_models import SIZE, write_finished_run
 from typer.testing import CliRunner
 
 from glance.cli import app
 from glance.comfyui import build_workflow, manual_sigmas_text, spec_from_record
 from glance.families import FAMILIES
-from glance.infer import options_from_manifest, read_png_parameters, run_infer
+from glance.infer import options_from_manifest, run_infer
 from glance.manifest import MANIFEST_NAME, load_manifest
+from glance.records import read_png_parameters
 
-PROMPT = TRAINING_CAPTION  # staged in the tiny run's dataset: the workflow's default prompt
+PROMPT = "a red circle and a blue square on a warm gradient"
 FILES = {"glance-slow.safetensors", "glance-fast.safetensors", "glance-workflow.json", "README.md"}
+
+
+def tiny_run(tiny_family, root: Path, caption: str = PROMPT) -> Path:
+    """A finished run folder for a tiny model: manifest, both LoRA folders, the staged caption."""
+    output = write_finished_run(tiny_family, root / f"run-{tiny_family.family}")
+    (output / "dataset").mkdir()
+    (output / "dataset" / "glance.txt").write_text(caption + "\n")
+    return output
 
 
 def export(run: Path, out: Path, *args: str):
@@ -194,13 +203,13 @@ def _strength_check(family: str, model_dir: Path, lora_folder: Path, exported: P
     import torch
     from safetensors.torch import load_file, save_file
 
-    from glance.infer import _read_lora
+    from glance.loras import read_lora_file
 
     pipe = load_pipeline(family, model_dir)
     before = {k: v.clone() for k, v in pipe.transformer.state_dict().items()}
     merged = comfy_merge(before, exported)
 
-    lora = _read_lora("slow", lora_folder)
+    lora = read_lora_file("slow", lora_folder)
     pipe.set_adapters("slow", adapter_weights=lora.load_into(pipe, "slow"))
     pipe.fuse_lora(components=["transformer"], lora_scale=1.0, adapter_names=["slow"])
     pipe.unload_lora_weights()

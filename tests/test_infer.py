@@ -6,25 +6,21 @@ What is checked is what ran: the sigmas the scheduler stepped from, and the adap
 import json
 import subprocess
 import sys
-from datetime import UTC, datetime
 
 import pytest
-from support.tiny_models import SIZE
+from support.tiny_models import SIZE, write_finished_run
 from typer.testing import CliRunner
 
 from glance import __version__
+from glance.batch import base_image_path
 from glance.cli import app
 from glance.families import FAMILIES, GlanceError, model_schedule
-from glance.infer import (
-    InferOptions,
-    base_image_path,
-    exact_scheduler,
-    options_from_manifest,
-    read_png_parameters,
-    run_infer,
-)
-from glance.manifest import PhaseRecord, RunManifest
-from glance.schedule import base_schedule
+from glance.infer import options_from_manifest, run_infer
+from glance.infer_options import InferOptions
+from glance.records import read_png_parameters
+from glance.sampler import exact_scheduler
+from glance.schedule import base_schedule, default_lists
+from glance.smallmodel import RESOLUTION, shipped_model
 from glance.tiny import load_transformer, write_random_lora
 
 PROMPT = "a red circle and a blue square on a warm gradient"
@@ -81,6 +77,33 @@ def test_runs_the_trained_sigmas_with_slow_then_fast(tiny, family, tmp_path):
 
     assert read_png_parameters(result.image) == result.summary
     assert read_png_parameters(base.image) == base.summary
+
+
+# Pins the pixels of one image across the sampling-side refactor (glance/infer.py split into the LoRA files,
+# the diffusers calls, the PNG records and the loop over images): the same image, bit for bit.
+PINNED_PIXELS_SHA256 = "161360106d99cfab7db00bc3d37658e679a1ea91a31fcd802b5b5fe410863bfa"
+
+
+def test_pinned_image_renders_bit_for_bit(tmp_path):
+    import hashlib
+
+    import numpy as np
+    from PIL import Image
+
+    # The shipped small model, not a `tiny` one: the tiny tokenizers are trained afresh in every process
+    # (the tokenizers library orders equal-count merges by a seeded hash), so their token ids vary.
+    model = shipped_model()
+    lists = default_lists(FAMILIES["flux"], model_schedule(str(model), FAMILIES["flux"]), RESOLUTION)
+    slow = write_random_lora(tmp_path / "slow", load_transformer(model), "flux", seed=1)
+    fast = write_random_lora(tmp_path / "fast", load_transformer(model), "flux", seed=2)
+    options = InferOptions(
+        prompt="a red circle on a white background", seed=7, model=str(model), lists=lists, slow_lora=slow,
+        fast_lora=fast, out=tmp_path / "pinned.png", width=RESOLUTION, height=RESOLUTION, device="cpu",
+    )  # fmt: skip
+    with Image.open(run_infer(options).image) as image:
+        pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    assert pixels.shape == (RESOLUTION, RESOLUTION, 3)
+    assert hashlib.sha256(pixels.tobytes()).hexdigest() == PINNED_PIXELS_SHA256
 
 
 def test_exact_scheduler_ignores_every_respacing_setting():
@@ -233,12 +256,12 @@ def test_lora_not_in_diffusers_format(tiny, tmp_path):
 
 
 def test_unwritable_out_fails_before_loading(tiny, tmp_path, monkeypatch):
-    import glance.infer
+    import glance.render
 
     def no_loading(*args):
         raise AssertionError("the model was loaded before the output was checked")
 
-    monkeypatch.setattr(glance.infer, "_load_pipeline", no_loading)
+    monkeypatch.setattr(glance.render, "load_pipeline", no_loading)
     (tmp_path / "a-file").write_text("x")
     with pytest.raises(GlanceError, match="a-file is not a folder"):
         infer(tiny("flux"), tmp_path, out=tmp_path / "a-file" / "glance.png")
@@ -265,12 +288,12 @@ def test_unwritable_out_fails_before_loading(tiny, tmp_path, monkeypatch):
 
 
 def test_failure_after_sampling_leaves_no_image(tiny, tmp_path, monkeypatch):
-    import glance.infer
+    import glance.sampler
 
     def wrong_trace(trace, lists):
         raise GlanceError("the pipeline stepped through other sigmas")
 
-    monkeypatch.setattr(glance.infer, "_check_trace", wrong_trace)
+    monkeypatch.setattr(glance.sampler, "check_trace", wrong_trace)
     with pytest.raises(GlanceError, match="other sigmas"):
         infer(tiny("flux"), tmp_path, compare=2)
     assert list(tmp_path.iterdir()) == []
@@ -287,25 +310,7 @@ def test_force_overwrites(tiny, tmp_path):
 
 def test_cli_from_manifest_prints_json(tiny, tmp_path):
     model = tiny("flux")
-    output = tmp_path / "output"
-    finished = {
-        name: PhaseRecord(lora_dir=str(folder), inputs_sha256="0" * 64, duration_s=1.0, finished_at=datetime.now(UTC))
-        for name, folder in (("slow", model.slow), ("fast", model.fast))
-    }
-    RunManifest(
-        glance_version=__version__,
-        model=str(model.model),
-        family="flux",
-        resolution=SIZE,
-        slow_timesteps=list(model.lists.slow),
-        fast_timesteps=list(model.lists.fast),
-        train_guidance=1.0,
-        seed=0,
-        steps=4,
-        rank=4,
-        learning_rate=5e-4,
-        phases=finished,
-    ).save(output / "glance.json")
+    output = write_finished_run(model, tmp_path / "output")
     out = tmp_path / "cli.png"
     args = ["infer", PROMPT, "--output-dir", str(output), "--out", str(out), "--device", "cpu", "--json"]
 

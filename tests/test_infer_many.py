@@ -6,20 +6,19 @@ import json
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime
 
 import pytest
 from support.fake_terminal import FakeTerminal
-from support.tiny_models import SIZE
+from support.tiny_models import SIZE, write_finished_run
 from typer.testing import CliRunner
 
-from glance import __version__
 from glance.batch import parse_compare, parse_seeds, plan_images, read_prompts_file
 from glance.cli import app
 from glance.families import GlanceError
-from glance.infer import InferOptions, read_png_parameters, run_infer
-from glance.manifest import PhaseRecord, RunManifest
+from glance.infer import run_infer
+from glance.infer_options import InferOptions
 from glance.progress import ImageProgress, Reporter, library_output
+from glance.records import read_png_parameters
 from glance.sheet import read_sheet_layout, tile_size
 
 PROMPTS = ["a red circle and a blue square on a warm gradient", "a lighthouse at sunset"]
@@ -36,18 +35,7 @@ def pixels(path):
 @pytest.fixture(scope="module")
 def run_dir(tiny, tmp_path_factory):
     """A run folder whose manifest points at the tiny Flux and its two LoRAs."""
-    model = tiny("flux")
-    output = tmp_path_factory.mktemp("many") / "output"
-    finished = {
-        name: PhaseRecord(lora_dir=str(folder), inputs_sha256="0" * 64, duration_s=1.0, finished_at=datetime.now(UTC))
-        for name, folder in (("slow", model.slow), ("fast", model.fast))
-    }
-    RunManifest(
-        glance_version=__version__, model=str(model.model), family="flux", resolution=SIZE,
-        slow_timesteps=list(model.lists.slow), fast_timesteps=list(model.lists.fast), train_guidance=1.0,
-        seed=0, steps=4, rank=4, learning_rate=5e-4, phases=finished,
-    ).save(output / "glance.json")  # fmt: skip
-    return output
+    return write_finished_run(tiny("flux"), tmp_path_factory.mktemp("many") / "output")
 
 
 def options(tiny, tmp_path, **overrides) -> InferOptions:
@@ -68,11 +56,11 @@ def options(tiny, tmp_path, **overrides) -> InferOptions:
 
 
 def test_two_prompts_two_seeds_from_one_load_with_a_compare_sheet(tiny, tmp_path, monkeypatch):
-    import glance.infer
+    import glance.render
 
     loads = []
-    load = glance.infer._load_pipeline
-    monkeypatch.setattr(glance.infer, "_load_pipeline", lambda *args: loads.append(args) or load(*args))
+    load = glance.render.load_pipeline
+    monkeypatch.setattr(glance.render, "load_pipeline", lambda *args: loads.append(args) or load(*args))
     lists = tiny("flux").lists
     run = run_infer(options(tiny, tmp_path, compare=3), Reporter(quiet=True))
 
@@ -182,12 +170,12 @@ def test_prompts_file(tmp_path):
 
 
 def test_cli_prompts_file_with_a_bad_line_fails_before_loading(run_dir, tmp_path, monkeypatch):
-    import glance.infer
+    import glance.render
 
     def no_loading(*args):
         raise AssertionError("the model was loaded before the prompts were checked")
 
-    monkeypatch.setattr(glance.infer, "_load_pipeline", no_loading)
+    monkeypatch.setattr(glance.render, "load_pipeline", no_loading)
     prompts = tmp_path / "prompts.txt"
     prompts.write_bytes("# two prompts\na lighthouse\nune \u00e9glise\n\xe9t\xe9\n".encode("latin-1", "replace"))
     args = ["infer", "--prompts", str(prompts), "-o", str(run_dir), "--out", str(tmp_path / "g.png"), "--device", "cpu"]
@@ -272,3 +260,29 @@ def test_captured_and_quiet_runs_print_no_raw_bars_and_two_processes_render_the_
         a, b = tmp_path / f"one/g-00{number}.png", tmp_path / f"two/g-00{number}.png"
         assert abs(pixels(a) - pixels(b)).max() <= 2  # CPU thread counts may change the last bits
         assert read_png_parameters(a) == read_png_parameters(b)
+
+
+def test_a_failed_process_is_named_by_its_cause(tiny, tmp_path, monkeypatch, capsys):
+    """Like a failed training phase: the last exception in the processes' output, not their raw last lines."""
+    import glance.spread
+    from glance.spread import render_spread
+
+    crash = "\n".join(
+        (
+            "print('Traceback (most recent call last):')",
+            "print('RuntimeError: the worker broke')",
+            "print('subprocess.CalledProcessError: Command [...] returned non-zero exit status 1.')",  # accelerate's
+            "raise SystemExit(1)",
+        )
+    )
+    popen = subprocess.Popen
+    monkeypatch.setattr(
+        glance.spread.subprocess, "Popen", lambda command, **kw: popen([sys.executable, "-c", crash], **kw)
+    )
+    jobs = plan_images(tmp_path / "g.png", PROMPTS, [0])
+    two = options(tiny, tmp_path, num_processes=2)
+    capsys.readouterr()  # building the tiny model (first use) prints its own bars
+    with pytest.raises(GlanceError, match=r"^--num-processes 2: a process failed \(exit code 1\)$"):
+        render_spread(two, jobs, "cpu", Reporter(quiet=True))
+    assert capsys.readouterr().err.splitlines() == ["a process: RuntimeError: the worker broke"]
+    assert not list(tmp_path.iterdir())

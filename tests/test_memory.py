@@ -308,7 +308,8 @@ def test_out_of_memory_names_the_next_plan():
 
 
 def test_sampling_out_of_memory_is_one_line(tiny, tmp_path):
-    from glance.infer import InferOptions, _out_of_memory_advice
+    from glance.infer import _out_of_memory_advice
+    from glance.infer_options import InferOptions
 
     class OutOfMemoryError(RuntimeError):  # torch.OutOfMemoryError's name and message
         pass

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from PIL import Image
 from support.fake_hub import FakeHub
-from support.tiny_models import tiny_run
+from support.tiny_models import write_finished_run
 
 from glance.demo import DEMO_PROMPTS
 from glance.manifest import load_manifest
@@ -231,7 +231,7 @@ def test_a_second_push_replaces_the_first_pushs_samples(tiny, tmp_path):
     """Two pushes of a tiny run with different samples: the repo ends with only the second push's."""
     from glance.infer import options_from_manifest, run_infer
 
-    run = tiny_run(tiny("flux"), tmp_path)
+    run = write_finished_run(tiny("flux"), tmp_path / "run")
     first, second = tmp_path / "first", tmp_path / "second"  # each push runs in one: glance push finds samples there
     run_infer(options_from_manifest(run, prompts=["a red circle", "a blue square"], out=first / "s.png", device="cpu"))
     run_infer(options_from_manifest(run, prompts=["a green triangle"], seeds=[5], out=second / "s.png", device="cpu"))

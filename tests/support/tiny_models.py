@@ -12,7 +12,6 @@ from glance.schedule import TimestepLists, default_lists
 from glance.tiny import build_tiny_model, load_transformer, write_random_lora
 
 SIZE = 32  # px: a tiny VAE barely downsamples, so this keeps the token count (and the test time) small
-TRAINING_CAPTION = "a red circle and a blue square on a warm gradient"
 
 
 class TinyFamily:
@@ -42,9 +41,8 @@ def tiny(tmp_path_factory):
     return get
 
 
-def tiny_run(tiny_family: TinyFamily, root: Path, caption: str = TRAINING_CAPTION) -> Path:
-    """A finished run folder for a tiny model: manifest, both LoRA folders, the staged caption."""
-    output = root / f"run-{tiny_family.family}"
+def write_finished_run(tiny_family: TinyFamily, output: Path) -> Path:
+    """A run folder whose manifest points at a tiny model and its two LoRAs, as a finished `glance train` leaves it."""
     finished = {
         name: PhaseRecord(lora_dir=str(folder), inputs_sha256="0" * 64, duration_s=1.0, finished_at=datetime.now(UTC))
         for name, folder in (("slow", tiny_family.slow), ("fast", tiny_family.fast))
@@ -63,6 +61,4 @@ def tiny_run(tiny_family: TinyFamily, root: Path, caption: str = TRAINING_CAPTIO
         learning_rate=5e-4,
         phases=finished,
     ).save(output / MANIFEST_NAME)
-    (output / "dataset").mkdir()
-    (output / "dataset" / "glance.txt").write_text(caption + "\n")
     return output
