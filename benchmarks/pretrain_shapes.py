@@ -10,7 +10,7 @@ goes to --workdir every --checkpoint-every steps and a re-run continues from the
 The model is a diffusers FluxPipeline that glance trains and samples like FLUX.1-dev:
 - VAE: AutoencoderKL, 4 blocks (8x down) and 16 latent channels like FLUX's, 0.7 M parameters;
   shift_factor / scaling_factor from the latent statistics of the trained encoder.
-- Text encoders: glance.tiny's CLIP and T5 with tokenizers learnt on the shapes captions, random
+- Text encoders: glance.tiny_text's CLIP and T5 with tokenizers learnt on the shapes captions, random
   and frozen. The T5's attention output is zeroed, so it maps each token on its own: a caption
   is a bag of words (enough: colour, shape, place and background words are all distinct), and
   the 512 padding tokens FLUX pipelines (and SimpleTuner) use are identical vectors.
@@ -94,7 +94,7 @@ def build_text_encoders(seed: int):
 
 
 def word_t5_tokenizer(corpus):
-    """A T5 Unigram tokenizer whose pieces are the corpus's words (glance.tiny's learnt one splits
+    """A T5 Unigram tokenizer whose pieces are the corpus's words (glance.tiny_text's learnt one splits
     these short captions into letters, and a bag of letters would not tell red from green)."""
     import string
 

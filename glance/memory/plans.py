@@ -79,11 +79,14 @@ class TrainingPlan(BaseModel):
             return f"memory plan: {self.label()} on the CPU (no GPU to plan for)"
         if self.estimate_gib is None or self.gpu is None:
             return f"memory plan: {self.label()} (GPU memory unknown: no nvidia-smi; --gpu-memory GB plans for a card)"
-        verdict = "" if self.fits else " - does not fit"
-        return (
-            f"memory plan: {self.label()}: estimated peak {self.estimate_gib:.1f} GiB of "
-            f"{self.gpu.memory_gib:.1f} GiB ({self.gpu.name}){verdict}"
-        )
+        return _plan_line(self.label(), self.estimate_gib, self.gpu, self.fits)
+
+
+def _plan_line(label: str, estimate_gib: float, gpu: GpuInfo, fits: bool) -> str:
+    """A plan with its estimate against a known card, as train, infer and --dry-run print it."""
+    verdict = "" if fits else " - does not fit"
+    card = f"{gpu.memory_gib:.1f} GiB ({gpu.name})"
+    return f"memory plan: {label}: estimated peak {estimate_gib:.1f} GiB of {card}{verdict}"
 
 
 TRAINING_LADDER: tuple[tuple[Quantization, bool], ...] = (
@@ -203,11 +206,7 @@ class SamplingPlan(BaseModel):
     def describe(self) -> str:
         if self.estimate_gib is None or self.gpu is None:
             return f"memory plan: {self.label()}"
-        verdict = "" if self.fits else " - does not fit"
-        return (
-            f"memory plan: {self.label()}: estimated peak {self.estimate_gib:.1f} GiB of "
-            f"{self.gpu.memory_gib:.1f} GiB ({self.gpu.name}){verdict}"
-        )
+        return _plan_line(self.label(), self.estimate_gib, self.gpu, self.fits)
 
 
 SAMPLING_LADDER: tuple[tuple[Quantization, bool], ...] = (
