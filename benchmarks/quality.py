@@ -229,8 +229,7 @@ def bench_quality(work: Path, tries: bool = True, base_only: bool = False) -> di
     four = train_pair(work / "pairs", "demo-2+2", demo_caption, images[0][2], four_step_lists())
 
     def glance_row(name: str, run_dir: Path, caption) -> dict:
-        renders = glance_images(run_dir, work / "renders" / name.replace(" ", "-"), prompts)
-        return score(f"glance {name}", renders, reference, caption, DEMO_PROMPTS)
+        return _glance_row(work, name, run_dir, caption, prompts, reference)
 
     rows.append(score("base on glance's 10 sigmas, no LoRA", exact_base_images(demo_run, prompts), reference,
                       demo_caption, DEMO_PROMPTS))  # fmt: skip
@@ -241,9 +240,8 @@ def bench_quality(work: Path, tries: bool = True, base_only: bool = False) -> di
     rows.append(glance_row("2+2 steps (demo)", four, demo_caption))
     by_name = {row["name"]: row for row in rows}
     beaten = by_name["glance 10 steps (demo)"]["all"] > by_name["base 10 steps"]["all"]
-    for label, extra in TRIES if tries and not beaten else ():
-        run_dir = train_pair(work / "pairs", "demo-" + label.replace(" ", "-"), demo_caption, images[0][2], extra)
-        rows.append(glance_row(f"10 steps (demo, {label})", run_dir, demo_caption))
+    if tries and not beaten:
+        rows += try_rows(work, prompts, reference)
     return {
         **result,
         "training_images": {name: caption.text for name, (caption, _) in pairs.items()},
@@ -251,6 +249,41 @@ def bench_quality(work: Path, tries: bool = True, base_only: bool = False) -> di
         "rows": rows,
         "seconds": round(time.perf_counter() - started),
     }
+
+
+def try_rows(work: Path, prompts: list[str], reference: dict) -> list[dict]:
+    """Pairs trained on the demo's image with each of TRIES' recipe settings, rendered by glance at 10 steps."""
+    _, caption, seed = _training_images()[0]
+    rows = []
+    for label, extra in TRIES:
+        run_dir = train_pair(work / "pairs", "demo-" + label.replace(" ", "-"), caption, seed, extra)
+        rows.append(_glance_row(work, f"10 steps (demo, {label})", run_dir, caption, prompts, reference))
+    return rows
+
+
+def bench_tries(work: Path) -> list[dict]:
+    """The TRIES rows alone, against a fresh base 50 reference (`quality.py --tries`)."""
+    prompts = [caption.text for caption in shapes.held_out_captions()]
+    return try_rows(work, prompts, base_images(prompts, steps_list=(50,))[50])
+
+
+def _glance_row(work: Path, name: str, run_dir: Path, caption, prompts: list[str], reference: dict) -> dict:
+    from glance.demo import DEMO_PROMPTS
+
+    renders = glance_images(run_dir, work / "renders" / name.replace(" ", "-"), prompts)
+    return score(f"glance {name}", renders, reference, caption, DEMO_PROMPTS)
+
+
+def merge_rows(latest: Path, rows: list[dict]) -> None:
+    """Put `rows` into latest.json's quality table, replacing rows of the same name; the run is dated."""
+    import json
+
+    results = json.loads(latest.read_text())
+    quality = results["quality"]
+    names = {row["name"] for row in rows}
+    quality["rows"] = [row for row in quality["rows"] if row["name"] not in names] + rows
+    quality["tries_date"] = time.strftime("%Y-%m-%d %H:%M")
+    latest.write_text(json.dumps(results, indent=2) + "\n")
 
 
 def print_quality(result: dict) -> None:
@@ -266,6 +299,16 @@ def print_quality(result: dict) -> None:
         print(f"{row['name']:<44}" + "".join(f"{cell:>10}" for cell in cells))
 
 
-if __name__ == "__main__":  # the model alone, quickly: .venv/bin/python benchmarks/quality.py [--base-only]
-    outcome = bench_quality(Path(__file__).resolve().parent / "work" / "quality", base_only="--base-only" in sys.argv)
-    print_quality(outcome)
+if __name__ == "__main__":
+    # .venv/bin/python benchmarks/quality.py [--base-only]: the model alone, quickly;
+    # .venv/bin/python benchmarks/quality.py --tries: the TRIES rows only, merged into latest.json.
+    here = Path(__file__).resolve().parent
+    if "--tries" in sys.argv:
+        from glance.demo import DEMO_STEPS
+
+        tried = bench_tries(here / "work" / "quality")
+        merge_rows(here / "latest.json", tried)
+        held_out = len(shapes.held_out_captions())
+        print_quality({"prompts": held_out, "seeds": list(SEEDS), "pair_steps": DEMO_STEPS, "rows": tried})
+    else:
+        print_quality(bench_quality(here / "work" / "quality", base_only="--base-only" in sys.argv))

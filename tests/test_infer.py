@@ -6,6 +6,7 @@ What is checked is what ran: the sigmas the scheduler stepped from, and the adap
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from support.tiny_models import SIZE, write_finished_run
@@ -79,12 +80,16 @@ def test_runs_the_trained_sigmas_with_slow_then_fast(tiny, family, tmp_path):
     assert read_png_parameters(base.image) == base.summary
 
 
-# Pins the pixels of one image across the sampling-side refactor (glance/infer.py split into the LoRA files,
-# the diffusers calls, the PNG records and the loop over images): the same image, bit for bit.
+# One image pinned across refactors of the sampling side (issue 16 split glance/infer.py into the LoRA
+# files, the diffusers calls, the PNG records and the loop): tests/data/pinned-glance.png was rendered
+# before the split, and on the machine that rendered it the image comes back bit for bit (pixel sha256
+# below). Another CPU may round floats differently, so elsewhere a difference of 2/255 at most is
+# allowed: a wrong sigma, adapter or strength moves pixels by far more than that.
+PINNED_IMAGE = Path(__file__).parent / "data" / "pinned-glance.png"
 PINNED_PIXELS_SHA256 = "161360106d99cfab7db00bc3d37658e679a1ea91a31fcd802b5b5fe410863bfa"
 
 
-def test_pinned_image_renders_bit_for_bit(tmp_path):
+def test_pinned_image_renders_again(tmp_path):
     import hashlib
 
     import numpy as np
@@ -100,10 +105,12 @@ def test_pinned_image_renders_bit_for_bit(tmp_path):
         prompt="a red circle on a white background", seed=7, model=str(model), lists=lists, slow_lora=slow,
         fast_lora=fast, out=tmp_path / "pinned.png", width=RESOLUTION, height=RESOLUTION, device="cpu",
     )  # fmt: skip
-    with Image.open(run_infer(options).image) as image:
-        pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
-    assert pixels.shape == (RESOLUTION, RESOLUTION, 3)
-    assert hashlib.sha256(pixels.tobytes()).hexdigest() == PINNED_PIXELS_SHA256
+    with Image.open(run_infer(options).image) as image, Image.open(PINNED_IMAGE) as pinned:
+        pixels = np.asarray(image.convert("RGB"), dtype=np.int16)
+        reference = np.asarray(pinned.convert("RGB"), dtype=np.int16)
+    assert hashlib.sha256(reference.astype(np.uint8).tobytes()).hexdigest() == PINNED_PIXELS_SHA256
+    assert pixels.shape == reference.shape == (RESOLUTION, RESOLUTION, 3)
+    assert np.abs(pixels - reference).max() <= 2
 
 
 def test_exact_scheduler_ignores_every_respacing_setting():
