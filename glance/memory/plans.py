@@ -89,6 +89,21 @@ def _plan_line(label: str, estimate_gib: float, gpu: GpuInfo, fits: bool) -> str
     return f"memory plan: {label}: estimated peak {estimate_gib:.1f} GiB of {card}{verdict}"
 
 
+def _first_fitting(what: str, candidates: list, gpu: GpuInfo, *, chosen_by_user: bool):
+    """The first candidate that fits; else the smallest when the user chose the settings (it runs, with a
+    line saying it does not fit), or one error line naming the smallest and how to try it anyway."""
+    for candidate in candidates:
+        if candidate.fits:
+            return candidate
+    smallest = min(candidates, key=lambda c: c.estimate_gib)
+    if not chosen_by_user:
+        raise GlanceError(
+            f"no {what} plan fits {gpu.memory_gib:.1f} GiB ({gpu.name}): the smallest, {smallest.label()}, "
+            f"needs an estimated {smallest.estimate_gib:.1f} GiB; pass {smallest.options()} to try it anyway"
+        )
+    return smallest
+
+
 TRAINING_LADDER: tuple[tuple[Quantization, bool], ...] = (
     ("none", False),
     ("none", True),
@@ -170,16 +185,7 @@ def plan_training(
     sizes = sizes_of() if callable(sizes_of) else sizes_of
     shape = {"family": family, "resolution": resolution, "rank": rank}
     candidates = [_training_candidate(sizes, gpu, q, gc, **shape) for q, gc in rungs]
-    for candidate in candidates:
-        if candidate.fits:
-            return candidate
-    smallest = min(candidates, key=lambda c: c.estimate_gib)
-    if quantize == "auto":
-        raise GlanceError(
-            f"no training plan fits {gpu.memory_gib:.1f} GiB ({gpu.name}): the smallest, {smallest.label()}, "
-            f"needs an estimated {smallest.estimate_gib:.1f} GiB; pass {smallest.options()} to try it anyway"
-        )
-    return smallest  # the user's own choice runs, with a line saying it does not fit
+    return _first_fitting("training", candidates, gpu, chosen_by_user=quantize != "auto")
 
 
 class SamplingPlan(BaseModel):
@@ -274,16 +280,7 @@ def plan_sampling(
         )
     if gpu is None:
         return candidates[0]
-    for candidate in candidates:
-        if candidate.fits:
-            return candidate
-    smallest = min(candidates, key=lambda c: c.estimate_gib)
-    if quantize == "auto":
-        raise GlanceError(
-            f"no sampling plan fits {gpu.memory_gib:.1f} GiB ({gpu.name}): the smallest, {smallest.label()}, "
-            f"needs an estimated {smallest.estimate_gib:.1f} GiB; pass {smallest.options()} to try it anyway"
-        )
-    return smallest
+    return _first_fitting("sampling", candidates, gpu, chosen_by_user=quantize != "auto")
 
 
 def _text_quantize_for(quantize: Quantization) -> Quantization:
