@@ -1,3 +1,4 @@
 from glance.cli import main
 
-main()
+if __name__ == "__main__":  # not when a spawned child (a download) imports it
+    main()

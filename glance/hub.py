@@ -15,18 +15,16 @@ inside these functions only, so `glance --help` stays light.
 from __future__ import annotations
 
 import glob
-import os
 import re
 import shutil
 import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
 from glance.families import GlanceError, read_json
-from glance.hub_errors import HubUnreachable, first_line, one_line_hub_errors
+from glance.hub_errors import HubUnreachable, first_line, hub_error, one_line_hub_errors
 
 # Weight formats a diffusers pipeline loaded with use_safetensors=True never reads.
 UNSAFE_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".msgpack", ".h5", ".onnx", ".onnx_data", ".gguf", ".ot")
@@ -200,8 +198,7 @@ def needed_files(files: dict[str, HubFile], components: list[str] | None) -> lis
 
 def download(model: str, listing: HubListing, *, emit: Callable[[str], None]) -> Path:
     """Download what the pipeline needs at `listing.sha` into the HF cache; returns the snapshot folder."""
-    from huggingface_hub import constants, hf_hub_download, snapshot_download
-    from huggingface_hub.utils import disable_progress_bars
+    from huggingface_hub import constants, hf_hub_download
 
     index_path = hf_hub_download(model, "model_index.json", revision=listing.sha)
     files = needed_files(listing.files, pipeline_components(read_json(Path(index_path))))
@@ -217,49 +214,79 @@ def download(model: str, listing: HubListing, *, emit: Callable[[str], None]) ->
         f"downloading {model} (revision {listing.sha[:12]}): {len(files)} files, {_size(missing)} "
         f"into {cache}; Ctrl-C stops, the next run resumes"
     )
-    disable_progress_bars()  # huggingface_hub's own bars: one bar of ours over all files instead
-    result: dict[str, object] = {}
+    folder = _download_in_child(model, listing, files, missing)
+    if not is_complete_pipeline(folder):
+        raise GlanceError(f"the download of {model} is incomplete in {folder}; run again to resume")
+    emit(f"downloaded {model} -> {folder}")
+    return folder
 
-    def work() -> None:
-        try:
-            result["folder"] = snapshot_download(model, revision=listing.sha, allow_patterns=files)
-        except BaseException as exc:  # handed to the waiting thread
-            result["error"] = exc
 
-    # A daemon thread, so Ctrl-C is answered at once rather than after the files in flight finish.
-    worker = threading.Thread(target=work, daemon=True)
-    worker.start()
+def _download_in_child(model: str, listing: HubListing, files: list[str], missing: int) -> Path:
+    """snapshot_download in a child process, with our byte bar here; Ctrl-C kills the child, then tidies.
+
+    A process, not a thread: huggingface_hub's download threads cannot be stopped, and one that opens
+    its next `.incomplete` part after the clean-up would leave it behind. A dead child writes nothing.
+    """
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_snapshot_worker, args=(model, listing.sha, files, send), daemon=True)
+    child.start()
+    send.close()
     bar = _ByteProgress(model, files, listing.files, total=missing)
+    outcome: tuple[str, str] | None = None
+    interrupted = False
     try:
-        while worker.is_alive():
-            worker.join(0.25)
+        while outcome is None and child.is_alive():
+            if receive.poll(0.25):
+                outcome = receive.recv()
             bar.refresh()
+        if outcome is None and receive.poll(0):
+            outcome = receive.recv()
+        child.join()
+        bar.refresh()
     except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        child.kill()  # a no-op once it has ended
+        child.join()
         bar.close()
         # Finished files stay in the cache; the next run fetches only the rest. The parts in flight
         # cannot be resumed by huggingface_hub (each download writes its own temporary file) and go.
         for part in bar.partial_files():
             part.unlink(missing_ok=True)
+    if interrupted:
         print(
             f"glance: interrupted: the download of {model} stops here; the next run resumes it "
             "(finished files are kept)",
             file=sys.stderr,
             flush=True,
         )
-        # The download threads cannot be cancelled and the interpreter would wait for them at exit.
-        os._exit(130)
-    bar.refresh()
-    bar.close()
-    error = result.get("error")
-    if error is not None:
-        if isinstance(error, OSError):
-            raise GlanceError(f"downloading {model} failed: {first_line(error)}") from None
-        raise error  # type: ignore[misc]
-    folder = Path(str(result["folder"]))
-    if not is_complete_pipeline(folder):
-        raise GlanceError(f"the download of {model} is incomplete in {folder}; run again to resume")
-    emit(f"downloaded {model} -> {folder}")
-    return folder
+        raise SystemExit(130)
+    if outcome is None:
+        outcome = ("failed", f"the download process ended with code {child.exitcode}")
+    kind, text = outcome
+    if kind == "failed":
+        raise GlanceError(f"downloading {model} failed: {text}; run again to resume (finished files are kept)")
+    return Path(text)
+
+
+def _snapshot_worker(model: str, sha: str, files: list[str], send) -> None:
+    """The child's whole job: download, then send ("folder", path) or ("failed", one line) back."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent answers Ctrl-C and kills this process
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.utils import disable_progress_bars, logging
+
+    disable_progress_bars()  # huggingface_hub's own bars: one bar of ours over all files instead
+    logging.set_verbosity_error()  # its retry warnings: the parent's one line says what failed
+    try:
+        send.send(("folder", snapshot_download(model, revision=sha, allow_patterns=files)))
+    except Exception as exc:  # noqa: BLE001 - every failure goes to the parent as one line
+        line = hub_error(exc, model, revision=sha)
+        send.send(("failed", str(line) if line is not None else f"{type(exc).__name__}: {first_line(exc)}"))
 
 
 class _ByteProgress:

@@ -166,6 +166,22 @@ def test_interrupted_download_resumes_with_the_files_not_finished(hub, tmp_path)
     assert fetched and not refetched  # only the files the first run had not finished
 
 
+def test_download_that_breaks_is_one_line_and_leaves_no_parts(hub, workdir):
+    hf_home = workdir / "hf-home"
+    blobs = hf_home / "hub" / "models--glance-test--tiny-sd3" / "blobs"
+    hub.broken = {"transformer/diffusion_pytorch_model.safetensors"}
+    try:
+        result = glance(*TRAIN, "--model", TINY_SD3, cwd=workdir, hub=hub, hf_home=hf_home)
+    finally:
+        hub.broken = set()
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[-1].startswith(f"glance: error: downloading {TINY_SD3} failed"), result.stderr
+    assert "run again to resume" in lines[-1] and len([x for x in lines if "glance:" in x]) == 1
+    assert not (workdir / "output").exists() and not (workdir / "config").exists()
+    assert not list(blobs.glob("*.incomplete"))
+
+
 # --- the happy path: download through the fake Hub, train SD3 for real on the snapshot, sample -------
 
 

@@ -21,7 +21,8 @@ test in a subprocess) and the client talks to this server as it would to hugging
   the tree; applied whole or not at all); only tokens in `write_tokens` may write, others get 401
   (unknown) or 403 (read-only), as on the Hub;
 - `requests` records every request (method, path, Range header) and `chunk_delay` slows the file
-  bodies down, so a test can watch a progress bar or interrupt a download.
+  bodies down, so a test can watch a progress bar or interrupt a download; `broken` drops the
+  connection of a file's GET after its headers, as a Hub mid-outage.
 
 Run alone: `python tests/support/fake_hub.py FOLDER REPO_ID [--gated]` serves FOLDER as REPO_ID.
 """
@@ -33,6 +34,7 @@ import hashlib
 import json
 import re
 import shutil
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -106,6 +108,7 @@ class FakeHub:
         self.tokens: set[str] = set()  # tokens the Hub knows; any other token is refused with 401
         self.write_tokens: set[str] = set()  # of those, the ones that may create repos and commit
         self.chunk_delay = 0.0
+        self.broken: set[str] = set()  # file paths whose GET fails (HEAD still answers), as a Hub mid-outage
         self.requests: list[dict] = []
         self._server: ThreadingHTTPServer | None = None
 
@@ -394,6 +397,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Range", f"bytes {start}-{end}/{entry.size}")
         self.end_headers()
         if head:
+            return
+        if file_path in self.fake.broken:
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)  # the connection drops before the first byte
             return
         with open(entry.data_path, "rb") as handle:
             handle.seek(start)
