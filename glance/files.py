@@ -70,3 +70,19 @@ def replace_folder(built: Path, path: Path) -> None:
     os.replace(path, retired / "model")
     os.replace(built, path)
     shutil.rmtree(retired, ignore_errors=True)
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """Every file under `folder` by path, size and modification time (links followed), as one sha256.
+
+    Cheap even for a 24 GB model (no file is read), and it changes when weights are replaced in
+    place: a local model trained further, re-exported or copied again under the same path.
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_file():
+            stat = path.stat()
+            digest.update(f"{path.relative_to(folder).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()

@@ -28,7 +28,7 @@ class PhaseRecord(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     lora_dir: str  # relative to the manifest's folder (or absolute)
-    inputs_sha256: str  # of its config, dataloader and pair: a change means retrain
+    inputs_sha256: str  # of its config, dataloader, pair and model files: a change means retrain
     duration_s: float
     finished_at: datetime
 

@@ -11,13 +11,14 @@ import hashlib
 import os
 import shutil
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from glance.families import DEFAULT_MODEL, FAMILIES, Family, model_schedule, resolve_family
-from glance.files import check_writable_dir, needs_writing, write_atomic
+from glance.files import check_writable_dir, folder_fingerprint, needs_writing, write_atomic
 from glance.hub import ModelSource, resolve_model
 from glance.manifest import MANIFEST_NAME, PHASES, PhaseName
 from glance.memory.plans import QuantizeChoice, TrainingPlan, plan_training
@@ -117,12 +118,21 @@ class RunPlan:
         texts.update({self.config_paths[p]: dump_json(self.configs[p].to_json()) for p in PHASES})
         return texts
 
+    @cached_property
+    def model_fingerprint(self) -> str:
+        """The model's files as they are now (a Hub model not yet downloaded: its id and revision). The
+        configs name the model by its folder only, and a folder's weights can change under the same path."""
+        if self.source.folder is None:
+            return f"{self.source.model}@{self.source.revision}"
+        return folder_fingerprint(self.source.folder)
+
     def inputs_sha256(self, phase: PhaseName) -> str:
-        """What a phase's weights depend on: its config, its dataloader, and the pair's content."""
+        """What a phase's weights depend on: its config, its dataloader, the pair's content and the model's files."""
         _, loader = self.dataloaders[phase]
         digest = hashlib.sha256(dump_json(self.configs[phase].to_json()).encode())
         digest.update(dump_json(loader.to_json()).encode())
         digest.update(self.pair.fingerprint.encode())
+        digest.update(self.model_fingerprint.encode())
         return digest.hexdigest()
 
 
@@ -242,6 +252,7 @@ def _reset_stale_caches(plan: RunPlan) -> None:
         {
             "pair": plan.pair.fingerprint,
             "model": plan.configs["slow"].pretrained_model_name_or_path,
+            "model_files": plan.model_fingerprint,
             "resolution": plan.settings.resolution,
         }
     )

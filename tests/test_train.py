@@ -287,6 +287,26 @@ def test_changed_image_retrains_without_force(fake, monkeypatch):
     assert (fake / "output/dataset/glance.png").read_bytes() == (fake / "data/glance.png").read_bytes()
 
 
+def test_model_weights_replaced_in_place_retrain_without_force(fake, monkeypatch):
+    # The configs name a local model by its path only: new weights under the same path must not
+    # leave LoRAs (or SimpleTuner's cached latents) of the old ones standing as up to date.
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    monkeypatch.setenv("FAKE_SIMPLETUNER_MODE", "ok")
+    shutil.copytree(fake / "model", fake / "own-model")
+    args = [*TRAIN]
+    args[args.index("model")] = "own-model"
+    assert run_cli(*args).exit_code == 0 and len(calls(fake)) == 2
+    assert run_cli(*args).exit_code == 0 and len(calls(fake)) == 2  # nothing changed: up to date
+    weights = next((fake / "own-model" / "transformer").glob("*.safetensors"))
+    save_file({name: tensor + 0.01 for name, tensor in load_file(weights).items()}, weights)
+    result = run_cli(*args)
+    assert result.exit_code == 0, result.output
+    assert len(calls(fake)) == 4  # both phases again, on the new weights
+
+
 @pytest.mark.parametrize(
     ("case", "message"),
     [("missing image", "image not found"), ("empty caption", "is empty"), ("missing caption", "caption not found")],
