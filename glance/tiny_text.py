@@ -1,7 +1,8 @@
-"""The tiny models' text side: tokenizers learnt offline from a few sentences, and tiny text encoders.
+"""The tiny models' text side: tokenizers made offline from a few sentences, and tiny text encoders.
 
-Each tokenizer is trained here (with the `tokenizers` library) in the form its family's pipeline
-loads, instead of being downloaded: CLIP's byte-level BPE, T5's Unigram, Qwen2's byte-level BPE.
+Each tokenizer is made here in the form its family's pipeline loads, instead of being downloaded:
+CLIP's and Qwen2's byte-level BPE (merges learnt from the corpus), T5's Unigram (the corpus's words).
+The same corpus makes the same tokenizer in every process, so a tiny model's images can be pinned.
 The text encoders follow the tiny configs diffusers' own pipeline tests use. glance/tiny_pipelines.py
 puts them into pipelines; benchmarks/pretrain_shapes.py trains on them.
 
@@ -10,9 +11,7 @@ Heavy imports (torch, transformers, tokenizers) happen inside the functions.
 
 from __future__ import annotations
 
-import json
-
-# What the tiny tokenizers learn their merges from. Qwen-Image's prompt template words are here so
+# What the tiny tokenizers are made from. Qwen-Image's prompt template words are here so
 # the template prefix tokenizes to the 34 tokens QwenImagePipeline drops, as with the real tokenizer.
 CORPUS = (
     "a photo of a cat sitting on a red sofa",
@@ -42,25 +41,54 @@ def seeded(seed: int, make):
 def train_bpe(
     pre_tokenizer, special_tokens: tuple[str, ...], vocab_size: int, end_of_word_suffix: str = "", corpus=CORPUS
 ):
-    """A byte-level BPE trained on the corpus: (vocab, merges) in the form transformers' tokenizers take."""
+    """A byte-level BPE learnt from the corpus: (vocab, merges) in the form transformers' tokenizers take.
+
+    Learnt here, not by the `tokenizers` library's BpeTrainer: that one breaks ties between equally
+    frequent pairs by a per-process hash, so every process got other merges and token ids. Here the
+    most frequent pair wins and ties go to the first in sorted order: the same corpus, the same
+    tokenizer, in every process.
+    """
     import string
+    from collections import Counter
 
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import normalizers, pre_tokenizers
 
-    tokenizer = Tokenizer(models.BPE(end_of_word_suffix=end_of_word_suffix))
-    tokenizer.normalizer = normalizers.NFC()
-    tokenizer.pre_tokenizer = pre_tokenizer
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=list(special_tokens),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        end_of_word_suffix=end_of_word_suffix,
-        show_progress=False,
-    )
+    normalizer = normalizers.NFC()
+    words: Counter[tuple[str, ...]] = Counter()
     # Every printable character as a word of its own, so each one (with its end-of-word form) is known.
-    tokenizer.train_from_iterator(list(corpus) + list(string.printable), trainer=trainer)
-    model = json.loads(tokenizer.to_str())["model"]
-    return model["vocab"], [tuple(merge) for merge in model["merges"]]
+    for text in (*corpus, *string.printable):
+        for piece, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)):
+            symbols = list(piece)
+            symbols[-1] += end_of_word_suffix
+            words[tuple(symbols)] += 1
+    alphabet = set(pre_tokenizers.ByteLevel.alphabet()) | {symbol for word in words for symbol in word}
+    tokens = [*special_tokens, *sorted(alphabet - set(special_tokens))]
+    merges: list[tuple[str, str]] = []
+    while len(tokens) < vocab_size:
+        pairs: Counter[tuple[str, str]] = Counter()
+        for word, count in words.items():
+            for pair in zip(word, word[1:], strict=False):
+                pairs[pair] += count
+        if not pairs:
+            break
+        best = min(pairs, key=lambda pair: (-pairs[pair], pair))
+        merges.append(best)
+        if best[0] + best[1] not in tokens:
+            tokens.append(best[0] + best[1])
+        words = Counter({_merge(word, best): count for word, count in words.items()})
+    return {token: index for index, token in enumerate(tokens)}, merges
+
+
+def _merge(word: tuple[str, ...], pair: tuple[str, str]) -> tuple[str, ...]:
+    merged, i = [], 0
+    while i < len(word):
+        if i + 1 < len(word) and (word[i], word[i + 1]) == pair:
+            merged.append(word[i] + word[i + 1])
+            i += 2
+        else:
+            merged.append(word[i])
+            i += 1
+    return tuple(merged)
 
 
 def clip_tokenizer(corpus=CORPUS):
@@ -82,24 +110,19 @@ def clip_tokenizer(corpus=CORPUS):
 
 
 def t5_tokenizer(corpus=CORPUS):
+    """A T5 Unigram tokenizer whose pieces are the corpus's words, then single characters.
+
+    Written out, not learnt: the `tokenizers` library's UnigramTrainer gave other pieces in every
+    process, and its pieces for short texts were letters (a bag of letters would not tell red from green).
+    """
     import string
 
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import T5TokenizerFast
 
-    tokenizer = Tokenizer(models.Unigram())
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")]
-    )
-    trainer = trainers.UnigramTrainer(
-        vocab_size=400,
-        special_tokens=["<pad>", "</s>", "<unk>"],  # T5's ids 0, 1, 2
-        unk_token="<unk>",
-        initial_alphabet=list(string.printable.strip()),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(corpus, trainer=trainer)
-    vocab = [tuple(piece) for piece in json.loads(tokenizer.to_str())["model"]["vocab"]]
+    words = sorted({word.strip(",") for text in corpus for word in text.split()} - {""})
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), (",", -1.0), ("\u2581", -4.0)]  # T5's ids 0, 1, 2
+    vocab += [("\u2581" + word, -1.0) for word in words]
+    vocab += [(char, -10.0) for char in string.printable.strip() if char != ","]
     # FLUX and SD3 pad T5 prompts to 512 (SimpleTuner forces it for FLUX); T5's relative attention takes any length.
     return T5TokenizerFast(vocab=vocab, extra_ids=0, model_max_length=512)
 

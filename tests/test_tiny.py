@@ -125,3 +125,23 @@ def test_sample_pair_is_deterministic_and_not_trivial(tmp_path):
         assert len(picture.getcolors(maxcolors=128 * 128)) > 100
     with pytest.raises(GlanceError, match="exists and differs"):
         write_sample_pair(tmp_path / "a", size=64)
+
+
+def test_tokenizers_are_the_same_in_every_process():
+    # The `tokenizers` library's trainers broke ties by a per-process hash: each process got other token
+    # ids, so a tiny model (or a fresh pretraining of the shapes model) could not be reproduced.
+    import subprocess
+    import sys
+
+    script = (
+        "import json, hashlib\n"
+        "from glance.tiny_text import clip_tokenizer, qwen_tokenizer, t5_tokenizer\n"
+        "for make in (clip_tokenizer, t5_tokenizer, qwen_tokenizer):\n"
+        "    vocab = json.dumps(make().get_vocab(), sort_keys=True)\n"
+        "    print(make.__name__, hashlib.sha256(vocab.encode()).hexdigest())\n"
+    )
+    runs = [
+        subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+        for _ in range(2)
+    ]
+    assert len(runs[0].splitlines()) == 3 and runs[0] == runs[1]
