@@ -355,12 +355,16 @@ def _remember_ref(model: str, revision: str, sha: str) -> None:
 
 
 def _missing_bytes(model: str, files: list[str], hub_files: dict[str, HubFile]) -> int:
-    """Bytes of `files` not yet complete in the cache's blobs (a partial `.incomplete` still counts)."""
+    """Bytes of `files` not yet complete in the cache's blobs (a partial `.incomplete` still counts).
+
+    Identical files (two tokenizer folders with the same tokenizer.json) are one blob, fetched once.
+    """
     from huggingface_hub import constants
     from huggingface_hub.file_download import repo_folder_name
 
     blobs = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=model, repo_type="model") / "blobs"
-    return sum(hub_files[f].size for f in files if not (hub_files[f].blob and (blobs / hub_files[f].blob).is_file()))
+    sizes = {hub_files[f].blob or f"file:{f}": hub_files[f].size for f in files}  # no blob id: the file alone
+    return sum(size for key, size in sizes.items() if key.startswith("file:") or not (blobs / key).is_file())
 
 
 def _existing_parent(path: Path) -> Path:
