@@ -15,8 +15,17 @@ from support.training import trained_run  # noqa: E402,F401  (the session's one 
 # SimpleTuner or a pipeline on its own says so with @pytest.mark.slow.
 SLOW_FIXTURES = {"trained_run", "gpu_check_run", "tiny"}
 
+# The suite runs on two processes (`-n 2 --dist loadgroup`, pytest-xdist): each expensive session
+# fixture is built once, on the one process that runs every test using it; other tests stay with
+# their module, so a module's fixtures are built once too.
+SHARED_RUNS = ("trained_run", "gpu_check_run")
 
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if SLOW_FIXTURES & fixtures:
             item.add_marker(pytest.mark.slow)
+        group = next((name for name in SHARED_RUNS if name in fixtures), item.module.__name__)
+        item.add_marker(pytest.mark.xdist_group(group))
