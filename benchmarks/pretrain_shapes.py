@@ -5,11 +5,12 @@
     .venv/bin/python benchmarks/pretrain_shapes.py --vae-steps 300 --steps 200 --out /tmp/m   # a smoke run
 
 Deterministic (every seed fixed, every batch a function of its step) and resumable: a checkpoint
-goes to --workdir every --checkpoint-every steps and a re-run continues from the latest one. One
-thing is not fixed by a seed: the CLIP tokenizer's merges are learnt in each process, and the
-`tokenizers` library breaks ties between equal merges by a per-process hash, so a fresh run gets
-its own token ids (and so its own, equally trained, model); the shipped folder carries the tokenizer
-its transformer was trained with.
+goes to --workdir every --checkpoint-every steps and a re-run continues from the latest one. The
+tokenizers are the same in every process (glance.tiny_text). The shipped model predates that: its
+CLIP tokenizer was learnt by the `tokenizers` library, whose ties between equal merges fell
+differently in each of the two invocations it was made in (4,500 steps, then the second cycle
+resumed), so this script makes a model of the same recipe, not the shipped bytes; the shipped
+folder carries the tokenizer its transformer finished on.
 
 Wall time on 2 CPU cores: about 80 minutes (VAE 12, transformer 4,500 steps in 41.5 and the
 3,000-step second cycle in 25); the shipped model's stamp adds the two invocations it was made in.
