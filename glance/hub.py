@@ -244,7 +244,6 @@ def _download_in_child(model: str, listing: HubListing, files: list[str], missin
             bar.refresh()
         if outcome is None and receive.poll(0):
             outcome = receive.recv()
-        child.join()
         bar.refresh()
     except KeyboardInterrupt:
         interrupted = True
@@ -293,11 +292,9 @@ class _ByteProgress:
     """One tqdm bar over every file: bytes on disk (finished blobs and `.incomplete` parts), rate, ETA."""
 
     def __init__(self, model: str, files: list[str], hub_files: dict[str, HubFile], total: int):
-        from huggingface_hub import constants
-        from huggingface_hub.file_download import repo_folder_name
         from tqdm import tqdm
 
-        self.blobs = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=model, repo_type="model") / "blobs"
+        self.blobs = _repo_cache(model) / "blobs"
         self.wanted = {hub_files[f].blob: hub_files[f].size for f in files if hub_files[f].blob}
         self.start = self._on_disk()
         self.bar = tqdm(
@@ -342,16 +339,11 @@ def _remember_ref(model: str, revision: str, sha: str) -> None:
 
     (The download itself asks for the commit hash, which is immutable, and so records no ref.)
     """
-    from huggingface_hub import constants
-    from huggingface_hub.file_download import repo_folder_name
-
     if revision == sha:
         return
     from glance.files import write_atomic
 
-    write_atomic(
-        Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=model, repo_type="model") / "refs" / revision, sha
-    )
+    write_atomic(_repo_cache(model) / "refs" / revision, sha)
 
 
 def _missing_bytes(model: str, files: list[str], hub_files: dict[str, HubFile]) -> int:
@@ -359,12 +351,17 @@ def _missing_bytes(model: str, files: list[str], hub_files: dict[str, HubFile]) 
 
     Identical files (two tokenizer folders with the same tokenizer.json) are one blob, fetched once.
     """
+    blobs = _repo_cache(model) / "blobs"
+    sizes = {hub_files[f].blob or f"file:{f}": hub_files[f].size for f in files}  # no blob id: the file alone
+    return sum(size for key, size in sizes.items() if key.startswith("file:") or not (blobs / key).is_file())
+
+
+def _repo_cache(model: str) -> Path:
+    """The model's folder in the HF cache (blobs/, refs/, snapshots/), as huggingface_hub lays it out."""
     from huggingface_hub import constants
     from huggingface_hub.file_download import repo_folder_name
 
-    blobs = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=model, repo_type="model") / "blobs"
-    sizes = {hub_files[f].blob or f"file:{f}": hub_files[f].size for f in files}  # no blob id: the file alone
-    return sum(size for key, size in sizes.items() if key.startswith("file:") or not (blobs / key).is_file())
+    return Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=model, repo_type="model")
 
 
 def _existing_parent(path: Path) -> Path:
