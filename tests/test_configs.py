@@ -94,16 +94,23 @@ def test_repo_configs_match_the_defaults(workdir):
         assert (workdir / "config" / name).read_text() == (REPO / "configs" / name).read_text(), name
 
 
-def test_rerun_is_harmless_and_changes_need_force(workdir):
+def test_rerun_is_harmless_and_hand_edits_need_force(workdir):
     assert run_cli("configs", "--device", "cpu").exit_code == 0
-    before = tree(workdir / "config")
     assert run_cli("configs", "--device", "cpu").exit_code == 0  # same content: fine
+    # A changed option rewrites the files glance wrote itself, as `glance train` does.
     result = run_cli("configs", "--device", "cpu", "--steps", "7")
+    assert result.exit_code == 0, result.output
+    assert json.loads((workdir / "config/glance-slow.json").read_text())["max_train_steps"] == 7
+    # A file edited by hand since is the user's: not overwritten without --force.
+    edited = workdir / "config/glance-fast.json"
+    edited.write_text(edited.read_text().replace('"seed": 0', '"seed": 3'))
+    before = tree(workdir / "config")
+    result = run_cli("configs", "--device", "cpu", "--steps", "8")
     assert result.exit_code == 1
     assert "--force" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert tree(workdir / "config") == before
-    assert run_cli("configs", "--device", "cpu", "--steps", "7", "--force").exit_code == 0
-    assert json.loads((workdir / "config/glance-slow.json").read_text())["max_train_steps"] == 7
+    assert run_cli("configs", "--device", "cpu", "--steps", "8", "--force").exit_code == 0
+    assert json.loads(edited.read_text())["max_train_steps"] == 8 and '"seed": 3' not in edited.read_text()
 
 
 def test_user_lists_and_their_faults(workdir):

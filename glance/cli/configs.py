@@ -118,9 +118,14 @@ def configs_command(
     """Write the SimpleTuner files for both phases: multidatabackend.json, glance-slow.json, glance-fast.json.
 
     Also stages the image and caption into OUTPUT_DIR/dataset (SimpleTuner writes files into its
-    dataset folder), so the files run as written with the commands printed at the end.
+    dataset folder), so the files run as written with the commands printed at the end. As with
+    `glance train`, files glance wrote itself are replaced when an option changes and a file edited
+    since needs --force; a folder holding a finished run on other inputs is refused without --force.
     """
-    from glance.run_plan import plan_run, simpletuner_command_lines, write_configs
+    from glance.files import check_writable_dir
+    from glance.lock import RunLock
+    from glance.run_plan import plan_run, simpletuner_command_lines
+    from glance.run_record import write_run_files
 
     settings = settings_from_options(
         image,
@@ -151,7 +156,10 @@ def configs_command(
             print(f"SimpleTuner's parser accepts the {phase} config")
     if plan.source.folder is None:
         print(f"model: {plan.source.note}")
-    for path in write_configs(plan, force=force):
+    check_writable_dir(plan.output_dir)
+    with RunLock(plan.output_dir):  # never restage the dataset under a running `glance train`
+        write_run_files(plan, force=force, keep_finished=True)
+    for path in plan.files():
         print(f"wrote {path}")
     print(f"staged {plan.pair.image} -> {plan.dataset_dir}")
     print("run each phase (from this folder) with:")
