@@ -7,6 +7,7 @@ Nothing in this module imports torch or diffusers.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -236,8 +237,20 @@ def guidance_kwargs(
     return kwargs
 
 
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
 def is_local_model(model: str) -> bool:
     return Path(model).expanduser().is_dir()
+
+
+def is_hub_id(model: str) -> bool:
+    """`owner/name`, as the Hub spells repo ids (a path like ./x/y or ~/x is a folder, not an id)."""
+    return bool(_HUB_ID.fullmatch(model)) and not model.startswith((".", "~"))
+
+
+def model_not_found(model: str) -> GlanceError:
+    return GlanceError(f"model not found: {model} is neither a folder nor a Hub id (owner/name)")
 
 
 def read_json(path: Path) -> dict:
@@ -251,6 +264,8 @@ def read_json(path: Path) -> dict:
 def resolve_family(model: str, family: str | None) -> Family:
     """The family of `model`: as given, else from a local model_index.json, else from known hub ids."""
     detected = None
+    if not is_local_model(model) and not is_hub_id(model):
+        raise model_not_found(model)  # a folder that is not there: say so, whatever --family says
     if is_local_model(model):
         index = Path(model).expanduser() / "model_index.json"
         if index.is_file():

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from glance.batch import plan_images, sheet_path
 from glance.families import GlanceError, resolve_family
 from glance.files import check_writable_dir
-from glance.infer_options import InferOptions
+from glance.infer_options import DEFAULT_IMAGE_NAME, SAMPLES_DIR, InferOptions
 from glance.loras import read_pair
 from glance.manifest import MANIFEST_NAME, PHASES, load_manifest
 from glance.memory.plans import is_out_of_memory, sampling_oom_message
@@ -45,6 +45,7 @@ class InferRun:
 def options_from_manifest(output_dir: Path, **overrides) -> InferOptions:
     """Options from `<output_dir>/glance.json`, with `overrides` (None meaning "not given") on top.
 
+    The images go to OUTPUT_DIR/samples/ unless `out` says otherwise (where `glance push` looks for them).
     Without a manifest, `slow_lora`, `fast_lora`, `model` and `lists` must all be given.
     """
     overrides = {key: value for key, value in overrides.items() if value is not None}
@@ -63,6 +64,7 @@ def options_from_manifest(output_dir: Path, **overrides) -> InferOptions:
             values["model_revision"] = manifest.model_revision
         if manifest.train_guidance is not None:  # FLUX samples with the guidance it was trained at
             values["guidance"] = manifest.train_guidance
+        values["out"] = Path(output_dir) / SAMPLES_DIR / DEFAULT_IMAGE_NAME  # the run's renders stay with it
         for phase in PHASES:
             if f"{phase}_lora" not in overrides:
                 values[f"{phase}_lora"] = manifest.lora_dir(phase, manifest_path)

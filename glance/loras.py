@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from glance.families import GlanceError, read_json
+from glance.files import file_sha256
 from glance.manifest import WEIGHTS_NAME
 from glance.memory.pipeline_quantization import is_quantized
 
@@ -33,6 +35,11 @@ class LoraFile:
     @property
     def file(self) -> Path:
         return self.folder / WEIGHTS_NAME
+
+    @cached_property
+    def sha256(self) -> str:
+        """What identifies the LoRA wherever its run folder is copied or moved (the PNG records carry it)."""
+        return file_sha256(self.file)
 
     def check_fits(self, transformer, model: str) -> None:
         """Every LoRA layer must sit on a layer of this transformer with the same in/out features.
@@ -105,10 +112,11 @@ class LoraFile:
         return self.alpha / first.lora_alpha[adapter_name]
 
     def describe(self, transformer, adapter_name: str) -> dict:
-        """Path, rank, alpha (and where it was read) and the scale the adapter ran with."""
+        """Path, file hash, rank, alpha (and where it was read) and the scale the adapter ran with."""
         layer = transformer.get_submodule(next(iter(self.weights)))
         return {
             "path": str(self.folder),
+            "sha256": self.sha256,
             "rank": layer.r[adapter_name],
             "alpha": self.alpha if self.alpha is not None else layer.lora_alpha[adapter_name],
             "alpha_from": self.alpha_from,
@@ -122,17 +130,20 @@ def read_pair(slow: Path, fast: Path) -> dict[str, LoraFile]:
 
 
 def read_lora_file(name: str, folder: Path) -> LoraFile:
-    """The LoRA folder given as --`name`, read and checked: diffusers-format keys, A and B of one rank, its alpha."""
+    """The `name` ("slow" or "fast") LoRA folder, read and checked: diffusers-format keys, A and B of one rank,
+    its alpha. The messages name the LoRA, not an option: the folder may come from a manifest or a flag."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     folder = Path(folder)
-    flag = f"--{name}"
     if not folder.is_dir():
-        raise GlanceError(f"{flag}: {folder} is not a folder")
+        raise GlanceError(f"the {name} LoRA folder {folder} does not exist; run `glance train` again")
     path = folder / WEIGHTS_NAME
     if not path.is_file():
-        raise GlanceError(f"{flag}: {folder} has no {WEIGHTS_NAME}; point it at a LoRA folder written by glance train")
+        raise GlanceError(
+            f"the {name} LoRA folder {folder} has no {WEIGHTS_NAME}; run `glance train` again "
+            "(a folder of LoRA weights not written by glance train will not do)"
+        )
     try:
         tensors = load_file(path)
     except (OSError, SafetensorError) as exc:

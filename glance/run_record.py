@@ -6,19 +6,15 @@ wrote stays glance's to replace only while nobody has changed it since.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 from glance import __version__
 from glance.families import GlanceError
+from glance.files import file_sha256
 from glance.manifest import PHASES, WEIGHTS_NAME, PhaseName, PhaseRecord, RunManifest, load_manifest, package_versions
 from glance.run_plan import RunPlan, write_configs
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def unchanged_since(manifest: RunManifest | None) -> frozenset[Path]:
@@ -28,13 +24,13 @@ def unchanged_since(manifest: RunManifest | None) -> frozenset[Path]:
     return frozenset(
         Path(path)
         for path, digest in manifest.written_configs.items()
-        if Path(path).is_file() and _sha256(Path(path).read_bytes()) == digest
+        if Path(path).is_file() and file_sha256(Path(path)) == digest
     )
 
 
 def written_configs(paths: list[Path]) -> dict[str, str]:
     """What the manifest records of the config files a run wrote: absolute path -> sha256."""
-    return {str(path.resolve()): _sha256(path.read_bytes()) for path in paths}
+    return {str(path.resolve()): file_sha256(path) for path in paths}
 
 
 def fresh_manifest(plan: RunPlan, previous: RunManifest | None) -> RunManifest:

@@ -154,6 +154,8 @@ def _bad_pair(workdir, case):
         (None, ["--family", "sdxl"], "Invalid value"),
         (None, ["--out", "data/glance.png/config"], "not a folder"),
         (None, ["--model", "Qwen/Qwen-Image", "--family", "flux"], "does not match"),
+        (None, ["--model", "/no/such/folder", "--family", "flux"], "model not found: /no/such/folder"),
+        (None, ["--learning-rate", "0"], "--learning-rate: Input should be greater than 0"),
     ],
 )
 def test_bad_input_one_line_nothing_written(workdir, case, args, message):
@@ -193,11 +195,23 @@ def test_help_does_not_import_heavy_libraries(args):
     assert "HEAVY []" in proc.stderr
 
 
+@pytest.mark.parametrize("args", [["-h"], ["infer", "-h"], ["export", "comfyui", "-h"], ["schedule", "-h"]])
+def test_short_help_flag(args):
+    result = run_cli(*args)
+    assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_infer_help_says_the_model_comes_from_the_run():
+    text = " ".join(run_cli("infer", "--help").output.split())
+    assert "[default: the run's, from OUTPUT_DIR/glance.json]" in text
+    assert "[default: black-forest-labs/FLUX.1-dev]" not in text  # what train and configs default to
+
+
 def test_schedule_command_prints_both_phases():
     result = run_cli("schedule", "--family", "qwen_image")
     assert result.exit_code == 0
     assert "979.1915" in result.output and "886.7053" in result.output
-    assert "takes over at step 5" in result.output
+    assert "takes over from step 6 of 10 (ComfyUI SplitSigmas step 5)" in result.output
 
 
 def test_simpletuners_parser_refusal_is_one_clear_error(workdir):

@@ -339,6 +339,16 @@ def test_incomplete_run_writes_nothing(tiny, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("command", [("export", "comfyui"), ("push", "you/x", "--dry-run")])
+def test_no_run_folder_suggests_only_options_the_command_has(tmp_path, monkeypatch, command):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, [*command, "-o", "nope"])
+    assert result.exit_code == 1
+    assert result.stderr == "glance: error: no run manifest at nope/glance.json; run `glance train` first, " \
+        "or pass -o with the run's folder\n"  # fmt: skip
+    assert not (tmp_path / "nope").exists()
+
+
 def test_existing_folder_needs_force(tiny, tmp_path):
     run = tiny_run(tiny("flux"), tmp_path)
     out = tmp_path / "out"

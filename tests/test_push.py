@@ -26,10 +26,14 @@ REPO = "tester/tiny-glance"
 BASE = "tester/tiny-flux"  # the tiny base model, served by the stand-in Hub under a hub id
 
 
-def run_glance(*args: str, cwd: Path, hub: FakeHub | None, home: Path, token: str | None = WRITE_TOKEN):
+def run_glance(
+    *args: str, cwd: Path, hub: FakeHub | None, home: Path, token: str | None = WRITE_TOKEN, offline: bool = False
+):
     env = dict(os.environ, HF_HOME=str(home), HF_HUB_DISABLE_TELEMETRY="1")
     for name in ("HF_HUB_OFFLINE", "HF_TOKEN", "GLANCE_SIMPLETUNER"):
         env.pop(name, None)
+    if offline:
+        env["HF_HUB_OFFLINE"] = "1"
     env["HF_ENDPOINT"] = hub.url if hub is not None else "http://127.0.0.1:9"  # port 9: nothing listens
     if token is not None:
         env["HF_TOKEN"] = token
@@ -159,6 +163,13 @@ def test_infer_from_a_pushed_pair(pushed, tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert np.array_equal(pixels(out), pixels(output / "samples" / "sample.png"))
+    # Once fetched, the pair samples offline from the cache.
+    again = run_glance(
+        "infer", "--lora-repo", REPO, DEMO_PROMPT, "--out", str(tmp_path / "offline.png"), "--device", "cpu",
+        cwd=tmp_path, hub=None, home=root / "hf-home-infer", offline=True,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert np.array_equal(pixels(tmp_path / "offline.png"), pixels(out))
 
 
 def test_dry_run_builds_the_folder_and_uploads_nothing(pushed, tmp_path):
@@ -225,6 +236,16 @@ def test_infer_refuses_a_repo_that_is_not_a_glance_pair(pushed, tmp_path):
     assert "is not a Glance pair" in _one_line_error(result)
     missing = run_glance("infer", "--lora-repo", "tester/nothing-here", "x", cwd=tmp_path, hub=hub, home=tmp_path)
     assert "not found on the Hub" in _one_line_error(missing)
+
+
+def test_lora_repo_offline_or_out_of_reach_says_so_not_blames_the_repo(pushed, tmp_path):
+    hub, root, *_ = pushed
+    offline = run_glance("infer", "--lora-repo", REPO, "x", cwd=tmp_path, hub=hub, home=tmp_path / "a", offline=True)
+    line = _one_line_error(offline)
+    assert "HF_HUB_OFFLINE" in line and "not a Glance pair" not in line
+    unreachable = run_glance("infer", "--lora-repo", REPO, "x", cwd=tmp_path, hub=None, home=tmp_path / "b")
+    line = _one_line_error(unreachable)  # one line: no retry warnings before it
+    assert "cannot reach the Hub" in line and "not a Glance pair" not in line
 
 
 def test_a_second_push_replaces_the_first_pushs_samples(tiny, tmp_path):

@@ -198,11 +198,16 @@ def schedule_command(
         ("slow", SLOW_INDICES, lists.slow, lists.slow_sigmas),
         ("fast", FAST_INDICES, lists.fast, lists.fast_sigmas),
     ]
+    # Steps are counted from 1, as the model card counts them; ComfyUI's SplitSigmas takes the 0-based index.
     step = 0
     for phase, indices, timesteps, sigmas in rows:
         for index, t, s in zip(indices, timesteps, sigmas, strict=True):
-            print(f"  step {step:2d}  {phase}  timestep {t:9.4f}  sigma {s:.6f}  (base step {index})")
             step += 1
-    print(f"the fast LoRA takes over at step {switch_step(lists)}; sigma 0 follows step {step - 1}")
+            print(f"  step {step:2d}  {phase}  timestep {t:9.4f}  sigma {s:.6f}  (base step {index + 1} of 50)")
+    switch = switch_step(lists)
+    print(
+        f"the fast LoRA takes over from step {switch + 1} of {step} (ComfyUI SplitSigmas step {switch}); "
+        f"sigma 0 follows step {step}"
+    )
     print(f"--slow-timesteps {to_simpletuner(lists.slow)}")
     print(f"--fast-timesteps {to_simpletuner(lists.fast)}")
