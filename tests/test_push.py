@@ -248,21 +248,44 @@ def test_lora_repo_offline_or_out_of_reach_says_so_not_blames_the_repo(pushed, t
     assert "cannot reach the Hub" in line and "not a Glance pair" not in line
 
 
+def test_a_moved_run_keeps_its_samples_and_says_why_others_are_left(tiny, tmp_path):
+    """Samples are the pair's by the LoRA files' hashes, not by the folder the run was in when they were rendered."""
+    from glance.infer import options_from_manifest, run_infer
+    from glance.share import PushOptions, build_folder
+
+    run = write_finished_run(tiny("flux"), tmp_path / "run")
+    manifest = load_manifest(run / "glance.json")
+    for phase, record in manifest.phases.items():  # the LoRAs inside the run, as glance train leaves them
+        shutil.copytree(record.lora_dir, run / f"glance-{phase}")
+        record.lora_dir = f"glance-{phase}"
+    manifest.save(run / "glance.json")
+    run_infer(options_from_manifest(run, prompts=["a red circle"], device="cpu"))
+    run_infer(options_from_manifest(run, prompts=["another pair"], out=run / "samples" / "other.png",
+                                    slow_lora=tiny("flux").fast, device="cpu"))  # fmt: skip
+    moved = tmp_path / "moved"
+    shutil.move(run, moved)
+    built = build_folder(PushOptions(REPO, output_dir=moved, base_model=BASE), tmp_path / "repo")
+    assert [(sample.path, sample.prompt) for sample in built.samples] == [("images/sample-1.png", "a red circle")]
+    assert built.skipped == [f"{moved / 'samples' / 'other.png'}: rendered with other LoRAs than this run's"]
+
+
 def test_a_second_push_replaces_the_first_pushs_samples(tiny, tmp_path):
     """Two pushes of a tiny run with different samples: the repo ends with only the second push's."""
     from glance.infer import options_from_manifest, run_infer
 
     run = write_finished_run(tiny("flux"), tmp_path / "run")
-    first, second = tmp_path / "first", tmp_path / "second"  # each push runs in one: glance push finds samples there
-    run_infer(options_from_manifest(run, prompts=["a red circle", "a blue square"], out=first / "s.png", device="cpu"))
-    run_infer(options_from_manifest(run, prompts=["a green triangle"], seeds=[5], out=second / "s.png", device="cpu"))
+    stray = run_infer(options_from_manifest(run, prompts=["a stray render"], out=tmp_path / "s.png", device="cpu"))
     with FakeHub(tmp_path / "hub") as hub:
         hub.add_token(WRITE_TOKEN, write=True)
         pushed = []
-        for folder in (first, second):
-            result = run_glance("push", REPO, "-o", str(run), "--base-model", BASE, cwd=folder, hub=hub,
+        for prompts, seeds in ((["a red circle", "a blue square"], [0]), (["a green triangle"], [5])):
+            shutil.rmtree(run / "samples", ignore_errors=True)  # glance infer renders into the run's samples/
+            run_infer(options_from_manifest(run, prompts=prompts, seeds=seeds, device="cpu"))
+            # Run from the folder of a stray render of the same pair: push takes only the run's own samples.
+            result = run_glance("push", REPO, "-o", str(run), "--base-model", BASE, cwd=stray.image.parent, hub=hub,
                                 home=tmp_path / "home")  # fmt: skip
             assert result.returncode == 0, result.stdout + result.stderr
+            assert f"(seed {seeds[0]}: {prompts[0]})" in result.stdout  # each sample listed with its prompt
             pushed.append({path: data for path, data in hub.files(REPO).items() if path.startswith("images/")})
         assert hub.repos[REPO].commits == 3  # the repo's creation, then one commit a push
 
