@@ -68,6 +68,9 @@ def accelerate_config_path(plan: RunPlan, num_processes: int) -> Path | None:
     return plan.settings.config_dir / f"accelerate-{num_processes}.yaml"
 
 
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
 class PhaseRun:
     """A running phase: the child, a thread copying its output to the log and the reporter."""
 
@@ -107,6 +110,7 @@ class PhaseRun:
             self._line(buffer.decode("utf-8", errors="replace"))
 
     def _line(self, line: str) -> None:
+        line = _ANSI_ESCAPE.sub("", line)  # SimpleTuner colours its log lines even into a pipe
         if not line.strip():
             return
         self._log.write(line + "\n")

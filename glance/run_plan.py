@@ -267,13 +267,23 @@ def simpletuner_command_lines(plan: RunPlan) -> list[str]:
     """The plain shell lines that run each phase by hand, as `glance train` runs them."""
     import shlex
 
+    from glance.families import GlanceError
+    from glance.simpletuner import find_simpletuner
+
+    try:  # by its full path, with its folder first on PATH (it starts `accelerate` by name): no venv to activate
+        simpletuner = find_simpletuner()
+    except GlanceError:
+        simpletuner = None
     env = {"CONFIG_BACKEND": "json", "MIXED_PRECISION": plan.configs["slow"].mixed_precision}
     if not plan.cuda:
         env["PYTHONPATH"] = str(CPU_SHIM_DIR)  # the pin_memory shim, see glance/simpletuner.py
     prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+    if simpletuner is not None:
+        prefix = f'PATH={shlex.quote(str(simpletuner.parent))}:"$PATH" {prefix}'
+    program = shlex.quote(str(simpletuner)) if simpletuner is not None else "simpletuner"
     run_dir = shlex.quote(str(plan.output_dir))
     return [
-        f"(cd {run_dir} && {prefix} simpletuner train --env "
+        f"(cd {run_dir} && {prefix} {program} train --env "
         f"{shlex.quote(run_relative(plan.config_paths[p], plan.output_dir))})"
         for p in PHASES
     ]

@@ -82,6 +82,9 @@ def test_configs_writes_three_files_and_stages_the_pair(workdir):
     assert slow["mixed_precision"] == "no" and slow["optimizer"] == "torch-adamw"
     assert isinstance(slow["flow_custom_timesteps"], str)
     assert "(cd output && " in result.output and "simpletuner train --env ../config/glance-slow.json)" in result.output
+    # Runnable as printed, without an activated venv: the full path, and its folder (accelerate) first on PATH.
+    bin_dir = Path(sys.executable).parent
+    assert f'PATH={bin_dir}:"$PATH" ' in result.output and f" {bin_dir}/simpletuner train" in result.output
     assert "_simpletuner_cpu" in result.output  # the CPU shim, as glance train uses it
 
 

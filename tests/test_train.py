@@ -150,7 +150,9 @@ def test_stand_in_success_records_both_phases(fake, monkeypatch):
     assert all(c["cwd"] == str(fake / "output") for c in calls(fake))  # SimpleTuner runs in the run folder
     assert calls(fake)[0]["argv"][:2] == ["train", "--env"]
     assert load_manifest(fake / "output/glance.json").complete
-    assert "step_loss=0.1667" in (fake / "output/glance-slow.log").read_text()
+    log = (fake / "output/glance-slow.log").read_text()
+    assert "step_loss=0.1667" in log
+    assert "| INFO     | Loading the model" in log and "\x1b[" not in log  # no colour codes in a log file
     from safetensors import safe_open
 
     with safe_open(fake / "output/glance-slow/pytorch_lora_weights.safetensors", "pt") as handle:
