@@ -28,9 +28,10 @@ from glance.comfyui import (
     manual_sigmas_text,
 )
 from glance.comfyui_lora import ExportedLora, check_comfyui_keys, comfyui_lora_bytes, read_lora
-from glance.families import GlanceError, is_local_model
+from glance.families import GlanceError, get_family, is_local_model
 from glance.files import check_writable_dir, needs_writing, write_atomic
-from glance.manifest import MANIFEST_NAME, PHASES, RunManifest, load_finished_run
+from glance.loras import check_pair_fits
+from glance.manifest import MANIFEST_NAME, PHASES, WEIGHTS_NAME, RunManifest, load_finished_run
 from glance.schedule import switch_step
 
 README_FILE = "README.md"
@@ -97,6 +98,8 @@ def export_comfyui(options: ExportOptions) -> ComfyUIExport:
     folder = options.folder
     if folder.exists() and not folder.is_dir():
         raise GlanceError(f"--out {folder} is a file; give a folder")
+    if options.model_file is None:
+        _check_default_model_file(manifest, options.output_dir / MANIFEST_NAME)
     export = comfyui_files(
         manifest,
         options.output_dir / MANIFEST_NAME,
@@ -118,6 +121,22 @@ def export_comfyui(options: ExportOptions) -> ComfyUIExport:
         write_atomic(folder / name, export.files[name])
     export.written = [folder / name for name in changed]
     return export
+
+
+def _check_default_model_file(manifest: RunManifest, manifest_path: Path) -> None:
+    """The workflow loads the ComfyUI file of a Hub model: the run's own, else its family's first. LoRAs made for
+    another transformer (a run on a small local model) would not apply there: --model-file names the right file."""
+    hub_ids = get_family(manifest.family).hub_ids
+    model = manifest.model if manifest.model in hub_ids else hub_ids[0]
+    file = default_files(manifest.family, model).model
+    weights = {phase: manifest.lora_dir(phase, manifest_path) / WEIGHTS_NAME for phase in PHASES}
+    try:
+        check_pair_fits(weights, model)
+    except GlanceError as exc:
+        raise GlanceError(
+            f"{exc}; the workflow would load its file {file}: pass --model-file with the ComfyUI file of the model "
+            f"the run trained on ({manifest.model})"
+        ) from None
 
 
 def training_caption(output_dir: Path) -> str:

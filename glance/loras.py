@@ -188,3 +188,40 @@ def training_alpha(path: Path, rank: int) -> tuple[float | None, str]:
         raise GlanceError(f"{config_path} says lora_rank {trained_rank}, but {path} has rank {rank}")
     alpha = config.get("lora_alpha")
     return float(alpha if alpha is not None else rank), SIMPLETUNER_CONFIG_NAME  # SimpleTuner's default: rank
+
+
+_BLOCK_INDEX = re.compile(r"^transformer\.(?:single_)?transformer_blocks\.(\d+)\.")
+
+
+def lora_extent(path: Path) -> tuple[int | None, int]:
+    """The width of the transformer a LoRA file was made for (its attention inputs) and the blocks it reaches,
+    from the safetensors header alone."""
+    import json
+    import struct
+
+    with open(path, "rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(length))
+    widths = {entry["shape"][1] for key, entry in header.items() if key.endswith("attn.to_q.lora_A.weight")}
+    blocks = [int(m[1]) + 1 for key in header if (m := _BLOCK_INDEX.match(key))]
+    return (widths.pop() if len(widths) == 1 else None), max(blocks, default=0)
+
+
+def check_pair_fits(weights: dict[str, Path], model: str) -> None:
+    """`glance infer`'s fit check (LoraFile.check_fits), made where the model is not loaded (export, push):
+    the LoRAs' width and depth against the transformer's, when its config is at hand or its size is known."""
+    from glance.memory.sizes import exact_model_sizes
+
+    sizes = exact_model_sizes(model)
+    if sizes is None:
+        return  # an unknown Hub model that is not downloaded: nothing to compare with
+    for phase, path in weights.items():
+        if not Path(path).is_file():
+            raise GlanceError(f"the {phase} LoRA is missing: {path}; run `glance train` again")
+        width, blocks = lora_extent(path)
+        if (width is not None and width != sizes.width) or blocks > sizes.blocks:
+            made_for = f"{width} wide" if width is not None else "another width"
+            raise GlanceError(
+                f"the {phase} LoRA does not fit {model}: it was made for a transformer {made_for} with at least "
+                f"{blocks} blocks, {model}'s is {sizes.width} wide with {sizes.blocks}"
+            )

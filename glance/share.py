@@ -20,6 +20,7 @@ from glance.families import GlanceError, get_family, is_local_model
 from glance.files import write_atomic
 from glance.hub_errors import one_line_hub_errors
 from glance.infer_options import SAMPLES_DIR
+from glance.loras import check_pair_fits
 from glance.manifest import MANIFEST_NAME, PHASES, WEIGHTS_NAME, RunManifest, load_finished_run, load_manifest
 from glance.simpletuner import add_adapter_metadata
 
@@ -72,10 +73,19 @@ def card_base_model(manifest: RunManifest, base_model: str | None) -> str:
         return base_model
     if is_local_model(manifest.model) or Path(manifest.model).is_absolute():
         raise GlanceError(
-            f"the run trained on a local folder ({manifest.model}); pass --base-model HUB_ID for the card, "
-            "e.g. --base-model black-forest-labs/FLUX.1-dev"
+            f"the run trained on a local folder ({manifest.model}); pass --base-model with the Hub id of "
+            "the model in that folder, for the card"
         )
     return manifest.model
+
+
+def check_base_model(manifest: RunManifest, manifest_path: Path, base_model: str) -> None:
+    """The card's base model must be one the pair fits (glance infer's check, from the files' shapes)."""
+    weights = {phase: manifest.lora_dir(phase, manifest_path) / WEIGHTS_NAME for phase in PHASES}
+    try:
+        check_pair_fits(weights, base_model)
+    except GlanceError as exc:
+        raise GlanceError(f"{exc}; the card must name the model the run trained on ({manifest.model})") from None
 
 
 def public_manifest(manifest: RunManifest, base_model: str) -> str:
@@ -163,6 +173,7 @@ def build_folder(options: PushOptions, folder: Path, *, search: list[Path] | Non
     manifest = load_finished_run(options.output_dir)
     base_model = card_base_model(manifest, options.base_model)
     manifest_path = Path(options.output_dir) / MANIFEST_NAME
+    check_base_model(manifest, manifest_path, base_model)
     family = get_family(manifest.family)
     if options.sample_prompts:
         render_samples(options.output_dir, options.sample_prompts)

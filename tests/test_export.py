@@ -42,8 +42,12 @@ def tiny_run(tiny_family, root: Path, caption: str = PROMPT) -> Path:
     return output
 
 
+TINY_MODEL_FILE = "tiny.safetensors"  # a tiny model's LoRAs fit no real model's default file: name the tiny one
+
+
 def export(run: Path, out: Path, *args: str):
-    result = CliRunner().invoke(app, ["export", "comfyui", "-o", str(run), "--out", str(out), *args])
+    model_file = [] if "--model-file" in args else ["--model-file", TINY_MODEL_FILE]
+    result = CliRunner().invoke(app, ["export", "comfyui", "-o", str(run), "--out", str(out), *model_file, *args])
     return result
 
 
@@ -153,7 +157,7 @@ def test_default_files_and_overrides(tiny, tmp_path):
     sd3 = export(tiny_run(tiny("sd3"), tmp_path), tmp_path / "sd3", "--json")
     summary = json.loads(sd3.stdout)
     assert summary["model_files"] == {
-        "model": "sd3_medium.safetensors",
+        "model": TINY_MODEL_FILE,
         "text_encoders": ["clip_l.safetensors", "clip_g.safetensors", "t5xxl_fp16.safetensors"],
         "vae": None,  # the checkpoint's own
         "slow_lora": "glance-slow.safetensors",
@@ -257,8 +261,11 @@ def test_strength_of_the_trained_pair(trained_run, tmp_path):
 
 
 def _replay_against_infer(family, model_dir, run, tmp_path, prompt, seed, *, exact=True):
+    from glance.comfyui import default_files
+
     out = tmp_path / "comfyui"
-    result = export(run, out, "--prompt", prompt, "--seed", str(seed))
+    png_file = default_files(family, str(model_dir)).model  # the file the PNGs' own workflows name
+    result = export(run, out, "--prompt", prompt, "--seed", str(seed), "--model-file", png_file)
     assert result.exit_code == 0, result.output
     graph = json.loads((out / "glance-workflow.json").read_text())
     glance = run_infer(
@@ -339,6 +346,28 @@ def test_incomplete_run_writes_nothing(tiny, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_default_files_follow_the_hub_model():
+    from glance.comfyui import default_files
+
+    assert default_files("sd3", "stabilityai/stable-diffusion-3-medium-diffusers").model == "sd3_medium.safetensors"
+    assert default_files("sd3", "stabilityai/stable-diffusion-3.5-large").model == "sd3.5_large.safetensors"
+    assert default_files("flux", "someone/a-flux-finetune").model == "flux1-dev.safetensors"
+
+
+def test_loras_that_do_not_fit_the_workflows_model_file_are_refused(tiny, tmp_path):
+    # A run on a small local model would export a FLUX.1-dev workflow its LoRAs cannot apply to.
+    run = tiny_run(tiny("flux"), tmp_path)
+    result = CliRunner().invoke(app, ["export", "comfyui", "-o", str(run), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert "does not fit black-forest-labs/FLUX.1-dev" in result.stderr and "3072 wide" in result.stderr
+    assert "flux1-dev.safetensors: pass --model-file" in result.stderr
+    assert not (tmp_path / "out").exists()
+    push = CliRunner().invoke(app, ["push", "you/x", "-o", str(run), "--base-model", "black-forest-labs/FLUX.1-dev",
+                                    "--dry-run"])  # fmt: skip
+    assert push.exit_code == 1 and "does not fit black-forest-labs/FLUX.1-dev" in push.stderr
+    assert not (run / "push").exists()
+
+
 @pytest.mark.parametrize("command", [("export", "comfyui"), ("push", "you/x", "--dry-run")])
 def test_no_run_folder_suggests_only_options_the_command_has(tmp_path, monkeypatch, command):
     monkeypatch.chdir(tmp_path)
@@ -380,7 +409,7 @@ def test_unknown_family_and_wrong_file_counts(tiny, tmp_path):
         (["-o", str(tmp_path / "none")], "no run manifest at"),
     ]
     for args, message in cases:
-        result = CliRunner().invoke(app, ["export", "comfyui", "--out", str(tmp_path / "out"), *args])
+        result = export(tmp_path / "ignored", tmp_path / "out", *args)  # the later -o wins
         assert result.exit_code == 1, result.output
         assert result.stderr.startswith("glance: error: ") and message in result.stderr
         assert result.stderr.count("\n") == 1 and "Traceback" not in result.output

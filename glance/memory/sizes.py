@@ -147,11 +147,9 @@ def read_model_sizes(folder: Path) -> ModelSizes | None:
     )
 
 
-def model_sizes(model: str, family: Family) -> ModelSizes:
-    """Sizes of `model`: its own files (a local folder or the hub cache), else the known table.
-
-    An unknown hub id gets the sizes of its family's first model, and says so.
-    """
+def exact_model_sizes(model: str) -> ModelSizes | None:
+    """Sizes of `model` itself: its own files (a local folder or the hub cache), else the known table; None
+    when neither knows it."""
     from glance.hub import cached_snapshot
 
     folder = Path(model).expanduser() if is_local_model(model) else cached_snapshot(model)
@@ -159,8 +157,17 @@ def model_sizes(model: str, family: Family) -> ModelSizes:
         sizes = read_model_sizes(folder)
         if sizes is not None:
             return sizes
-    if model in KNOWN_SIZES:
-        return KNOWN_SIZES[model]
+    return KNOWN_SIZES.get(model)
+
+
+def model_sizes(model: str, family: Family) -> ModelSizes:
+    """Sizes of `model`: its own files (a local folder or the hub cache), else the known table.
+
+    An unknown hub id gets the sizes of its family's first model, and says so.
+    """
+    sizes = exact_model_sizes(model)
+    if sizes is not None:
+        return sizes
     stand_in = next((hub_id for hub_id in family.hub_ids if hub_id in KNOWN_SIZES), None)
     if stand_in is None:
         raise GlanceError(f"cannot tell how large {model} is; pass --quantize explicitly")
