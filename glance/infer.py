@@ -16,7 +16,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from glance.batch import plan_images, sheet_path
-from glance.families import GlanceError, resolve_family
+from glance.families import GlanceError, model_schedule, resolve_family
 from glance.files import check_writable_dir
 from glance.infer_options import DEFAULT_IMAGE_NAME, SAMPLES_DIR, InferOptions
 from glance.loras import read_pair
@@ -137,6 +137,12 @@ def run_infer(
         raise GlanceError("--cpu-offload needs a cuda or mps device")
     memory = sampling_plan(options, family, device, model_dir)
     reporter.message(memory.describe())
+    multiple = family.patch_size * model_schedule(model_dir, family).vae_scale_factor
+    if options.width % multiple or options.height % multiple:  # the pipeline rounds down without a word
+        reporter.result(
+            f"note: {family.name} renders sizes in multiples of {multiple}: {options.width}x{options.height} "
+            f"becomes {options.width // multiple * multiple}x{options.height // multiple * multiple}"
+        )
 
     spread = f", {options.num_processes} processes" if options.num_processes > 1 else ""
     reporter.message(

@@ -23,7 +23,7 @@ from glance.hub import ModelSource, resolve_model
 from glance.manifest import MANIFEST_NAME, PHASES, PhaseName
 from glance.memory.plans import QuantizeChoice, TrainingPlan, plan_training
 from glance.memory.sizes import model_sizes
-from glance.pair import DEFAULT_IMAGE, ImagePair, check_pair, stage_pair
+from glance.pair import DEFAULT_BACKGROUND, DEFAULT_IMAGE, ImagePair, caption_length_note, check_pair, stage_pair
 from glance.schedule import TimestepLists, default_lists, parse_lists, to_simpletuner
 from glance.simpletuner import (
     CPU_SHIM_DIR,
@@ -60,6 +60,7 @@ class TrainSettings(BaseModel):
     quantize: QuantizeChoice = "auto"  # the memory plan (glance/memory/)
     gradient_checkpointing: bool | None = None  # None: as the plan says
     gpu_memory: float | None = Field(None, gt=0)  # GiB of the card to plan for; None: nvidia-smi's
+    background: str = DEFAULT_BACKGROUND  # what a transparent image's clear pixels are trained on
 
 
 def cuda_available(device: Device) -> bool:
@@ -89,6 +90,7 @@ class RunPlan:
     configs: dict[PhaseName, TrainingConfig]
     config_paths: dict[PhaseName, Path]
     memory: TrainingPlan
+    notes: list[str]  # what the run changes of the user's input (a flattened image, a cut caption): said once
 
     @property
     def output_dir(self) -> Path:
@@ -160,12 +162,12 @@ def plan_run(settings: TrainSettings, *, fetch: bool = False) -> RunPlan:
     source = resolve_model(settings.model, revision=settings.revision, fetch=False)
     # The pair is checked before a download; the family (known once the model is there) may ask more.
     smallest_side = min(f.min_image_side for f in FAMILIES.values())
-    pair = check_pair(settings.image, smallest_side)
+    pair = check_pair(settings.image, smallest_side, settings.background)
     if fetch and source.folder is None:
         source = resolve_model(settings.model, revision=settings.revision, fetch=True)
     family = resolve_family(source.path_or_id, settings.family)
     if family.min_image_side > smallest_side:
-        pair = check_pair(settings.image, family.min_image_side)
+        pair = check_pair(settings.image, family.min_image_side, settings.background)
     model = source.path_or_id
     lists = resolve_lists(settings, family, model)
     cuda = cuda_available(settings.device)
@@ -223,7 +225,14 @@ def plan_run(settings: TrainSettings, *, fetch: bool = False) -> RunPlan:
         for phase in PHASES
     }
     config_paths = {phase: cfg_dir / f"glance-{phase}.json" for phase in PHASES}
-    return RunPlan(settings, source, family, pair, lists, cuda, dataloaders, configs, config_paths, memory)
+    notes = [note for note in (_transparency_note(pair), caption_length_note(pair.caption, source.folder)) if note]
+    return RunPlan(settings, source, family, pair, lists, cuda, dataloaders, configs, config_paths, memory, notes)
+
+
+def _transparency_note(pair: ImagePair) -> str | None:
+    if pair.background is None:
+        return None
+    return f"{pair.image} has transparent pixels: trained on it flattened onto {pair.background} (--background)"
 
 
 def write_configs(plan: RunPlan, *, force: bool = False, replaceable: frozenset[Path] = frozenset()) -> list[Path]:

@@ -198,6 +198,41 @@ def test_help_does_not_import_heavy_libraries(args):
     assert "HEAVY []" in proc.stderr
 
 
+def test_transparent_image_is_trained_flattened_and_said(workdir):
+    from PIL import Image
+
+    image = Image.new("RGBA", (64, 64), (255, 0, 0, 0))  # red, hidden under alpha 0: SimpleTuner would train on it
+    image.paste((0, 0, 255, 255), (16, 16, 48, 48))
+    image.save(workdir / "data/glance.png")
+    before = (workdir / "data/glance.png").read_bytes()
+    result = run_cli("configs", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "has transparent pixels: trained on it flattened onto white" in result.stderr
+    with Image.open(workdir / "output/dataset/glance.png") as staged:
+        assert staged.mode == "RGB" and staged.getpixel((0, 0)) == (255, 255, 255)
+        assert staged.getpixel((32, 32)) == (0, 0, 255)
+    assert (workdir / "data/glance.png").read_bytes() == before  # the user's file is untouched
+    black = run_cli("configs", "--device", "cpu", "--background", "#000000", "--force")
+    assert black.exit_code == 0 and "flattened onto #000000" in black.stderr
+    with Image.open(workdir / "output/dataset/glance.png") as staged:
+        assert staged.getpixel((0, 0)) == (0, 0, 0)
+    refused = run_cli("configs", "--device", "cpu", "--background", "nocolour")
+    assert refused.exit_code == 1 and "--background 'nocolour' is not a colour" in refused.stderr
+
+
+def test_a_caption_longer_than_a_text_encoder_takes_is_said(workdir):
+    from glance.smallmodel import shipped_model
+
+    args = ("configs", "--device", "cpu", "--model", str(shipped_model()), "--resolution", "64")
+    short = run_cli(*args)
+    assert short.exit_code == 0 and "caption" not in short.stderr
+    (workdir / "data/glance.txt").write_text("a red circle on the left, " * 40)
+    long = run_cli(*args)
+    assert long.exit_code == 0, long.output
+    assert "note: the caption is cut: tokenizer keeps 77 of its" in long.stderr
+    assert "the rest is not trained on" in long.stderr
+
+
 @pytest.mark.parametrize("args", [["-h"], ["infer", "-h"], ["export", "comfyui", "-h"], ["schedule", "-h"]])
 def test_short_help_flag(args):
     result = run_cli(*args)

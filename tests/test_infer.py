@@ -42,6 +42,23 @@ def infer(tiny_family, tmp_path, **overrides):
     return run_infer(InferOptions(**{**options, **overrides}))
 
 
+def test_a_size_the_model_cannot_render_is_said(tiny, tmp_path):
+    from glance.families import FAMILIES as KNOWN
+    from glance.families import model_schedule
+    from glance.progress import Reporter
+
+    model = tiny("flux")
+    multiple = KNOWN["flux"].patch_size * model_schedule(str(model.model), KNOWN["flux"]).vae_scale_factor
+    said = []
+    reporter = Reporter(quiet=True)
+    reporter.result = said.append
+    options = {"prompt": PROMPT, "model": str(model.model), "lists": model.lists, "slow_lora": model.slow,
+               "fast_lora": model.fast, "out": tmp_path / "odd.png", "width": SIZE + 1, "height": SIZE, "device": "cpu"}
+    run = run_infer(InferOptions(**options), reporter)  # fmt: skip
+    note = f"note: flux renders sizes in multiples of {multiple}: {SIZE + 1}x{SIZE} becomes {SIZE}x{SIZE}"
+    assert note in said and run.images[0].summary["width"] == SIZE
+
+
 def pixels(path):
     from PIL import Image
 

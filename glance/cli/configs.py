@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -38,6 +39,13 @@ DeviceOpt = Annotated[
     TrainDevice, typer.Option(help="Where SimpleTuner trains; cpu gets mixed_precision 'no' and fp32 AdamW.")
 ]
 SeedOpt = Annotated[int, typer.Option(help="Training seed.")]
+BackgroundOpt = Annotated[
+    str,
+    typer.Option(
+        help="What a transparent image's clear pixels are trained on: a colour name or #rrggbb "
+        "(SimpleTuner would drop the alpha channel and train on the colour hidden under it)."
+    ),
+]
 
 
 def settings_from_options(
@@ -60,6 +68,7 @@ def settings_from_options(
     quantize: Quantize = Quantize.auto,
     gradient_checkpointing: bool | None = None,
     gpu_memory: float | None = None,
+    background: str = "white",
 ):
     from glance.run_plan import TrainSettings
 
@@ -82,6 +91,7 @@ def settings_from_options(
         quantize=quantize.value,
         gradient_checkpointing=gradient_checkpointing,
         gpu_memory=gpu_memory,
+        background=background,
     )
 
 
@@ -112,6 +122,7 @@ def configs_command(
     quantize: QuantizeOpt = Quantize.auto,
     gradient_checkpointing: GradientCheckpointingOpt = None,
     gpu_memory: GpuMemoryOpt = None,
+    background: BackgroundOpt = "white",
     check: Annotated[bool, typer.Option("--check", help="Also run SimpleTuner's own parser over both files.")] = False,
     force: ForceOpt = False,
 ) -> None:
@@ -145,9 +156,12 @@ def configs_command(
         quantize=quantize,
         gradient_checkpointing=gradient_checkpointing,
         gpu_memory=gpu_memory,
+        background=background,
     )
     plan = plan_run(settings, fetch=check)
     print(plan.memory.describe())
+    for note in plan.notes:
+        print(f"note: {note}", file=sys.stderr)
     if check:
         from glance.simpletuner import parser_check
 
