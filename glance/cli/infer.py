@@ -246,7 +246,6 @@ def run_record(run) -> dict:
         }
         if result.bases:
             entry["bases"] = [image(base) for base in result.bases]  # one per --compare step count, in order
-            entry["base"] = entry["bases"][0]  # the first, as with one step count
         return entry
 
     return {
