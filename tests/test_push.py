@@ -202,6 +202,7 @@ def _one_line_error(result) -> str:
         ("local base model", "--base-model"),
         ("incomplete run", "fast phase has not finished"),
         ("network unreachable", "cannot reach the Hub"),
+        ("offline", "unset HF_HUB_OFFLINE"),
     ],
 )
 def test_push_refusals_are_one_line_and_upload_nothing(pushed, tmp_path, case, expect):
@@ -225,7 +226,9 @@ def test_push_refusals_are_one_line_and_upload_nothing(pushed, tmp_path, case, e
         server = None
     commits = {name: (r.sha, r.commits) for name, r in hub.repos.items()}
     result = run_glance("push", repo, "-o", str(run), *extra, cwd=tmp_path, hub=server, home=tmp_path / "home",
-                        token=token)  # fmt: skip
+                        token=token, offline=case == "offline")  # fmt: skip
+    if case == "offline":
+        assert "uploading" not in result.stdout  # said before anything else
     assert expect in _one_line_error(result)
     assert {name: (r.sha, r.commits) for name, r in hub.repos.items()} == commits
 
