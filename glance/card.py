@@ -63,6 +63,7 @@ def sampling_kwargs(manifest: RunManifest) -> dict:
 def diffusers_snippet(manifest: RunManifest, repo_id: str, base_model: str, prompt: str, seed: int = 0) -> str:
     """Plain diffusers code that samples the pair exactly as `glance infer` does."""
     family = get_family(manifest.family)
+    pipeline_class = family.pipeline_class_for(manifest.model_path or manifest.model)  # the class its model is
     lists = manifest.lists
     kwargs = "".join(f"    {name}={_py(value)},\n" for name, value in sampling_kwargs(manifest).items())
     loads = "".join(
@@ -71,14 +72,14 @@ def diffusers_snippet(manifest: RunManifest, repo_id: str, base_model: str, prom
         for phase in PHASES
     )
     return f"""import torch
-from diffusers import FlowMatchEulerDiscreteScheduler, {family.pipeline_class}
+from diffusers import FlowMatchEulerDiscreteScheduler, {pipeline_class}
 
 repo_id = {_py(repo_id)}
 base_model = {_py(base_model)}
 device = "cuda" if torch.cuda.is_available() else "cpu"
 dtype = torch.bfloat16 if device == "cuda" else torch.float32
 
-pipe = {family.pipeline_class}.from_pretrained(base_model, dtype=dtype, use_safetensors=True)
+pipe = {pipeline_class}.from_pretrained(base_model, dtype=dtype, use_safetensors=True)
 {loads}pipe.set_adapters("slow")
 pipe.to(device)  # a GPU too small for the whole pipeline: pipe.enable_model_cpu_offload() instead
 

@@ -139,7 +139,7 @@ def build_workflow(spec: WorkflowSpec) -> dict:
         text = spec.negative_prompt if spec.negative_prompt is not None else ""
         negative = [graph.add("CLIPTextEncode", "Negative prompt", text=text, clip=clip), 0]
 
-    latent = [graph.add("EmptySD3LatentImage", "Size", width=spec.width, height=spec.height, batch_size=1), 0]
+    latent = [graph.add(setup.empty_latent_node, "Size", width=spec.width, height=spec.height, batch_size=1), 0]
     sigmas = [graph.add("ManualSigmas", "Trained sigmas (do not change)", sigmas=manual_sigmas_text(spec.sigmas)), 0]
     sampler = [graph.add("KSamplerSelect", "Sampler (euler)", sampler_name=SAMPLER), 0]
 

@@ -1,6 +1,6 @@
 """Per-family facts: the one place where FLUX, SD3 and Qwen-Image differ.
 
-Adding a model family means adding one `Family` here (and its tiny test model in tiny_pipelines.py).
+Adding a model family means adding one `Family` here (and its tiny test model, glance/tiny/<family>.py).
 Nothing in this module imports torch or diffusers.
 """
 
@@ -96,22 +96,50 @@ class ComfyUISetup:
     guidance: str
     lora_modules: tuple[str, ...]  # regexes: the module names ComfyUI's key map accepts (see above)
     model_files: dict[str, str] = field(default_factory=dict)  # hub id -> file, where it differs from model_file
+    empty_latent_node: str = "EmptySD3LatentImage"  # the node making the start latent (16 channels for SD3/FLUX)
 
 
 @dataclass(frozen=True)
 class Family:
     name: str  # SimpleTuner's model_family
-    pipeline_class: str  # diffusers class name
+    pipeline_class: str  # diffusers class name: the default, and what a hub id is loaded with
     hub_ids: tuple[str, ...]
     scheduler: SchedulerSettings
     recipe: Recipe
     patch_size: int = 2  # latent pixels per transformer token, per side
-    # How the pipeline seeds its default schedule: FLUX and Qwen pass linspace(1, 1/N, N) sigmas;
-    # SD3 passes none, so the scheduler spaces timesteps between its own sigma_max and sigma_min.
+    # How the pipeline seeds its default schedule (glance/schedule.py, default_grid): FLUX and Qwen pass
+    # linspace(1, 1/N, N) sigmas ("linspace"); SD3 passes none, so the scheduler spaces timesteps
+    # between its own sigma_max and sigma_min ("scheduler").
     default_sigmas: str = "linspace"
     min_image_side: int = 64  # SimpleTuner's aspect alignment
+    # Keys written into both phases' SimpleTuner configs as they are (TrainingConfig fields).
     simpletuner_extras: dict = field(default_factory=dict)
     comfyui: ComfyUISetup | None = None
+    # More diffusers classes of this family, detected from a model's model_index.json and loaded as named there.
+    pipeline_classes: tuple[str, ...] = ()
+    model_flavour: str | None = None  # SimpleTuner's model_flavour; None: not written (see flavour_for)
+
+    @property
+    def all_pipeline_classes(self) -> tuple[str, ...]:
+        return (self.pipeline_class, *self.pipeline_classes)
+
+    def flavour_for(self, model: str) -> str | None:
+        """The `model_flavour` SimpleTuner trains `model` (a local folder or hub id) with; None: leave it unset.
+
+        SimpleTuner picks a family's code path and its extra downloads (assistant LoRAs, other text
+        encoders) by flavour, not by the model's files, so a family whose models differ says which here.
+        """
+        return self.model_flavour
+
+    def pipeline_class_for(self, model: str) -> str:
+        """The diffusers class to load `model` with: the one its model_index.json names, if it is this family's."""
+        if is_local_model(model):
+            index = Path(model).expanduser() / "model_index.json"
+            if index.is_file():
+                named = read_json(index).get("_class_name")
+                if named in self.all_pipeline_classes:
+                    return named
+        return self.pipeline_class
 
     def image_seq_len(self, width: int, height: int, vae_scale_factor: int = 8) -> int:
         """Packed image tokens the pipeline computes mu from (1024x1024 at /8 /2 -> 4096)."""
@@ -203,7 +231,7 @@ FAMILIES: dict[str, Family] = {
 DEFAULT_MODEL = "black-forest-labs/FLUX.1-dev"
 
 # diffusers pipeline class (model_index.json "_class_name") -> family
-_PIPELINE_TO_FAMILY = {f.pipeline_class: f.name for f in FAMILIES.values()}
+_PIPELINE_TO_FAMILY = {cls: f.name for f in FAMILIES.values() for cls in f.all_pipeline_classes}
 
 
 def get_family(name: str) -> Family:

@@ -53,6 +53,18 @@ def test_training_configs_pass_simpletuners_parser(workdir, family):
         assert to_sigmas(parse_list(parsed.flow_custom_timesteps, phase)) == getattr(plan.lists, f"{phase}_sigmas")
 
 
+@pytest.mark.slow  # imports SimpleTuner
+def test_family_keys_pass_simpletuners_parser_and_unset_ones_are_not_written(workdir):
+    """model_flavour, flow_use_uniform_schedule and disable_assistant_lora are SimpleTuner's keys; None: not written."""
+    config = plan_run(TrainSettings(device="cuda")).configs["slow"]
+    assert not {"model_flavour", "flow_use_uniform_schedule", "disable_assistant_lora"} & set(config.to_json())
+    keyed = config.model_copy(update={"model_flavour": "dev", "flow_use_uniform_schedule": True,
+                                      "disable_assistant_lora": True})  # fmt: skip
+    parsed = parser_check(keyed)
+    assert parsed.model_flavour == "dev"
+    assert parsed.flow_use_uniform_schedule is True and parsed.disable_assistant_lora is True
+
+
 def test_phase_configs_differ_only_in_output_and_timesteps(workdir):
     plan = plan_run(TrainSettings(device="cuda"))
     slow, fast = plan.configs["slow"].to_json(), plan.configs["fast"].to_json()

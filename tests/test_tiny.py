@@ -135,7 +135,7 @@ def test_tokenizers_are_the_same_in_every_process():
 
     script = (
         "import json, hashlib\n"
-        "from glance.tiny_text import clip_tokenizer, qwen_tokenizer, t5_tokenizer\n"
+        "from glance.tiny.text import clip_tokenizer, qwen_tokenizer, t5_tokenizer\n"
         "for make in (clip_tokenizer, t5_tokenizer, qwen_tokenizer):\n"
         "    vocab = json.dumps(make().get_vocab(), sort_keys=True)\n"
         "    print(make.__name__, hashlib.sha256(vocab.encode()).hexdigest())\n"
