@@ -19,6 +19,8 @@ HUB_MODELS = {
     "flux": "black-forest-labs/FLUX.1-dev",
     "sd3": "stabilityai/stable-diffusion-3.5-medium",
     "qwen_image": "Qwen/Qwen-Image",
+    "chroma": "lodestones/Chroma1-HD",
+    "z_image": "Tongyi-MAI/Z-Image",
 }
 
 
@@ -51,6 +53,9 @@ def test_training_configs_pass_simpletuners_parser(workdir, family):
         # The timesteps survive the round trip, and SimpleTuner reads them as the sigmas glance samples.
         assert parse_list(parsed.flow_custom_timesteps, phase) == lists
         assert to_sigmas(parse_list(parsed.flow_custom_timesteps, phase)) == getattr(plan.lists, f"{phase}_sigmas")
+        # Chroma: no respacing of the list (see test_families.py); Z-Image: the base, never a turbo flavour.
+        assert bool(parsed.flow_use_uniform_schedule) == (family == "chroma")
+        assert parsed.model_flavour == ("base" if family == "z_image" else None)
 
 
 @pytest.mark.slow  # imports SimpleTuner

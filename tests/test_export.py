@@ -264,6 +264,8 @@ def test_strength_of_the_trained_pair(trained_run, tmp_path):
     manifest = load_manifest(trained_run.output / MANIFEST_NAME)
     slow = manifest.lora_dir("slow", trained_run.output / MANIFEST_NAME)
     _strength_check("flux", trained_run.model, slow, tmp_path / "out" / "glance-slow.safetensors", tmp_path)
+    readme = (tmp_path / "out" / "README.md").read_text()  # where the demo and the export meet
+    assert "ComfyUI 0.7.0 or newer" in readme and "shipped shapes model" in readme and "head dimension of 128" in readme
 
 
 # Replayed: the workflow samples what glance infer samples
