@@ -251,7 +251,7 @@ def _header(path: Path) -> str:
         return handle.metadata()["lora_adapter_metadata"]
 
 
-@pytest.mark.parametrize("family", ["sd3", "qwen_image"])
+@pytest.mark.parametrize("family", ["sd3", "qwen_image", "chroma", "z_image"])
 def test_strength_by_comfyui_rule_equals_diffusers_fuse(tiny, family, tmp_path):
     model = tiny(family)
     assert export(tiny_run(model, tmp_path), tmp_path / "out").exit_code == 0
