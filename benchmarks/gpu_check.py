@@ -6,7 +6,7 @@
 In order, each stage written to the JSON as soon as it ends (so a stage cut off by the time limit
 still leaves the ones before it):
 1. build the model: "full" is FLUX.1-dev's transformer (19 + 38 blocks, width 3072, 11.9 B
-   parameters, bf16) with the tiny text encoders and the 8x VAE of glance/tiny_pipelines.py; --small: the tiny FLUX;
+   parameters, bf16) with the tiny text encoders and the 8x VAE of glance/tiny/flux.py; --small: the tiny FLUX;
 2. `glance train --quantize int8 --gradient-checkpointing` (the slow phase; both with --phases both);
 3. `glance infer --quantize int8` with those LoRAs;
 4. `glance train --quantize none --no-gradient-checkpointing` (bf16, the slow phase): the baseline,

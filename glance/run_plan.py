@@ -205,6 +205,7 @@ def plan_run(settings: TrainSettings, *, fetch: bool = False) -> RunPlan:
     configs = {
         phase: TrainingConfig(
             model_family=family.name,
+            model_flavour=family.flavour_for(model),
             pretrained_model_name_or_path=model,
             data_backend_config=run_relative(dataloaders[phase][0], settings.output_dir),
             output_dir=f"glance-{phase}",

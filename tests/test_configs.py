@@ -19,6 +19,8 @@ HUB_MODELS = {
     "flux": "black-forest-labs/FLUX.1-dev",
     "sd3": "stabilityai/stable-diffusion-3.5-medium",
     "qwen_image": "Qwen/Qwen-Image",
+    "chroma": "lodestones/Chroma1-HD",
+    "z_image": "Tongyi-MAI/Z-Image",
 }
 
 
@@ -51,6 +53,21 @@ def test_training_configs_pass_simpletuners_parser(workdir, family):
         # The timesteps survive the round trip, and SimpleTuner reads them as the sigmas glance samples.
         assert parse_list(parsed.flow_custom_timesteps, phase) == lists
         assert to_sigmas(parse_list(parsed.flow_custom_timesteps, phase)) == getattr(plan.lists, f"{phase}_sigmas")
+        # Chroma: no respacing of the list (see test_families.py); Z-Image: the base, never a turbo flavour.
+        assert bool(parsed.flow_use_uniform_schedule) == (family == "chroma")
+        assert parsed.model_flavour == ("base" if family == "z_image" else None)
+
+
+@pytest.mark.slow  # imports SimpleTuner
+def test_family_keys_pass_simpletuners_parser_and_unset_ones_are_not_written(workdir):
+    """model_flavour, flow_use_uniform_schedule and disable_assistant_lora are SimpleTuner's keys; None: not written."""
+    config = plan_run(TrainSettings(device="cuda")).configs["slow"]
+    assert not {"model_flavour", "flow_use_uniform_schedule", "disable_assistant_lora"} & set(config.to_json())
+    keyed = config.model_copy(update={"model_flavour": "dev", "flow_use_uniform_schedule": True,
+                                      "disable_assistant_lora": True})  # fmt: skip
+    parsed = parser_check(keyed)
+    assert parsed.model_flavour == "dev"
+    assert parsed.flow_use_uniform_schedule is True and parsed.disable_assistant_lora is True
 
 
 def test_phase_configs_differ_only_in_output_and_timesteps(workdir):
