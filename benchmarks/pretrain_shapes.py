@@ -55,7 +55,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from glance import shapes  # noqa: E402
-from glance.smallmodel import MODEL_DIR, STAMP_NAME, file_sha256  # noqa: E402
+from glance.files import file_sha256  # noqa: E402
+from glance.smallmodel import MODEL_DIR, STAMP_NAME  # noqa: E402
 
 TEXT_TOKENS = 16  # T5 tokens kept in pretraining: every caption's tokens, its </s>, and padding
 PIPELINE_TEXT_TOKENS = 512  # what FluxPipeline and SimpleTuner pad T5 prompts to
