@@ -7,7 +7,7 @@ Nothing in this module imports torch or diffusers.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 
@@ -118,6 +118,7 @@ class Family:
     # More diffusers classes of this family, detected from a model's model_index.json and loaded as named there.
     pipeline_classes: tuple[str, ...] = ()
     model_flavour: str | None = None  # SimpleTuner's model_flavour; None: not written (see flavour_for)
+    refused_hub_ids: dict[str, str] = field(default_factory=dict)  # hub id -> why glance does not train it
 
     @property
     def all_pipeline_classes(self) -> tuple[str, ...]:
@@ -130,6 +131,10 @@ class Family:
         encoders) by flavour, not by the model's files, so a family whose models differ says which here.
         """
         return self.model_flavour
+
+    def for_model(self, model: str) -> Family:
+        """This family as `model` is sampled: a family whose flavours sample differently (FLUX.2) narrows here."""
+        return self
 
     def pipeline_class_for(self, model: str) -> str:
         """The diffusers class to load `model` with: the one its model_index.json names, if it is this family's."""
@@ -146,6 +151,74 @@ class Family:
         per_token = vae_scale_factor * self.patch_size
         return (height // per_token) * (width // per_token)
 
+
+
+# FLUX.2 [klein] base and [dev]: ComfyUI's core Flux2 model (comfy/model_base.py, class Flux2(Flux)); the file names
+# are those of the Comfy-Org/flux2-klein and Comfy-Org/flux2-dev repackaged models.
+_FLUX2_LORA_MODULES = (
+    r"transformer_blocks\.\d+\.attn\.(to_[qkv]|to_out\.0)",
+    r"single_transformer_blocks\.\d+\.attn\.to_qkv_mlp_proj",
+)
+_FLUX2_HUB_FLAVOURS = {
+    "black-forest-labs/FLUX.2-klein-base-4B": "klein-4b",
+    "black-forest-labs/FLUX.2-klein-base-9B": "klein-9b",
+    "black-forest-labs/FLUX.2-dev": "dev",
+}
+# BFL's step-distilled [klein] (4 steps, no CFG): other weights than the base models a fine-tune starts from.
+_FLUX2_DISTILLED = {
+    f"black-forest-labs/FLUX.2-klein-{size}": (
+        f"BFL's step-distilled FLUX.2 [klein] (4 steps already); glance trains on the base model: "
+        f"--model black-forest-labs/FLUX.2-klein-base-{size}"
+    )
+    for size in ("4B", "9B")
+}
+
+
+@dataclass(frozen=True)
+class Flux2Family(Family):
+    """FLUX.2: one SimpleTuner family (`flux2`) whose code path SimpleTuner picks by `model_flavour` alone.
+
+    klein-4b / klein-9b load the model's own Qwen3 text encoder; any other flavour, none included,
+    loads the 24B Mistral encoder from the Hub (SimpleTuner flux2/model.py:443-446, 542). So the flavour
+    is always written, read from the model itself. [klein] base samples with true CFG (guidance_scale
+    above 1, against an empty prompt); [dev] with an embedded guidance like FLUX.1: `dev` holds what it changes.
+    """
+
+    dev: dict = field(default_factory=dict)
+
+    def flavour_for(self, model: str) -> str:
+        if not is_local_model(model):
+            if model in self.refused_hub_ids:
+                raise GlanceError(f"{model}: {self.refused_hub_ids[model]}")
+            if model in _FLUX2_HUB_FLAVOURS:
+                return _FLUX2_HUB_FLAVOURS[model]
+            raise GlanceError(
+                f"cannot tell whether {model} is FLUX.2 [klein] 4B, 9B or [dev] without its files; "
+                "download it and pass the local folder"
+            )
+        root = Path(model).expanduser()
+        index_path = root / "model_index.json"
+        index = read_json(index_path) if index_path.is_file() else {}
+        if index.get("_class_name") == "Flux2Pipeline":
+            return "dev"
+        if index.get("is_distilled"):
+            raise GlanceError(f"{model} is a step-distilled FLUX.2 [klein] (is_distilled); train on a base model")
+        # klein 4B reads Qwen3-4B (width 2560), 9B Qwen3-8B (4096); the transformer takes three of its layers.
+        encoder, transformer = root / "text_encoder" / "config.json", root / "transformer" / "config.json"
+        if encoder.is_file():
+            width = read_json(encoder).get("hidden_size")
+        elif transformer.is_file():
+            width = read_json(transformer).get("joint_attention_dim", 0) // 3
+        else:
+            raise GlanceError(f"{model} has no text_encoder/config.json: cannot tell FLUX.2 [klein] 4B from 9B")
+        return "klein-9b" if width and width >= 4096 else "klein-4b"
+
+    def for_model(self, model: str) -> Family:
+        try:
+            dev = self.flavour_for(model) == "dev"
+        except GlanceError:
+            return self  # refused where it matters (training); here the klein defaults stand
+        return replace(self, **self.dev) if dev else self
 
 FAMILIES: dict[str, Family] = {
     "flux": Family(
@@ -226,6 +299,55 @@ FAMILIES: dict[str, Family] = {
             lora_modules=_QWEN_IMAGE_LORA_MODULES,
         ),
     ),
+    "flux2": Flux2Family(
+        name="flux2",
+        pipeline_class="Flux2KleinPipeline",
+        pipeline_classes=("Flux2Pipeline",),
+        hub_ids=tuple(_FLUX2_HUB_FLAVOURS),
+        refused_hub_ids=_FLUX2_DISTILLED,
+        # SimpleTuner's copy of the hub config (flux2/model.py SCHEDULER_CONFIG); with empirical mu only the
+        # exponential time shift is used: the pipelines pass mu = compute_empirical_mu(tokens, steps).
+        scheduler=SchedulerSettings(
+            shift=3.0,
+            use_dynamic_shifting=True,
+            base_shift=0.5,
+            max_shift=1.15,
+            base_image_seq_len=256,
+            max_image_seq_len=4096,
+        ),
+        default_sigmas="empirical_mu",
+        # FLUX's paper recipe (rank 16, 5e-4); [klein] base is sampled with true CFG 4 (its pipeline's default).
+        recipe=Recipe(rank=16, learning_rate=5e-4, guidance=4.0),
+        comfyui=ComfyUISetup(
+            model_loader="UNETLoader",
+            model_file="flux-2-klein-base-4b.safetensors",
+            model_files={"black-forest-labs/FLUX.2-klein-base-9B": "flux-2-klein-base-9b.safetensors"},
+            text_encoder_loader="CLIPLoader",
+            text_encoder_files=("qwen_3_4b.safetensors",),
+            clip_type="flux2",
+            vae_file="flux2-vae.safetensors",
+            guidance="cfg",
+            lora_modules=_FLUX2_LORA_MODULES,
+            empty_latent_node="EmptyFlux2LatentImage",
+        ),
+        dev=dict(
+            pipeline_class="Flux2Pipeline",
+            pipeline_classes=("Flux2KleinPipeline",),
+            # SimpleTuner trains FLUX.2 at guidance 1 whatever it is told (flux2/model.py:1303-1304): sampled so.
+            recipe=Recipe(rank=16, learning_rate=5e-4, train_guidance=1.0, guidance=1.0),
+            comfyui=ComfyUISetup(
+                model_loader="UNETLoader",
+                model_file="flux2_dev_fp8mixed.safetensors",
+                text_encoder_loader="CLIPLoader",
+                text_encoder_files=("mistral_3_small_flux2_bf16.safetensors",),
+                clip_type="flux2",
+                vae_file="flux2-vae.safetensors",
+                guidance="flux_guidance",
+                lora_modules=_FLUX2_LORA_MODULES,
+                empty_latent_node="EmptyFlux2LatentImage",
+            ),
+        ),
+    ),
 }
 
 DEFAULT_MODEL = "black-forest-labs/FLUX.1-dev"
@@ -284,16 +406,19 @@ def resolve_family(model: str, family: str | None) -> Family:
         if index.is_file():
             detected = _PIPELINE_TO_FAMILY.get(read_json(index).get("_class_name"))
     else:
+        for known in FAMILIES.values():
+            if model in known.refused_hub_ids:
+                raise GlanceError(f"{model}: {known.refused_hub_ids[model]}")
         detected = next((f.name for f in FAMILIES.values() if model in f.hub_ids), None)
     if family is not None:
         chosen = get_family(family)
         if detected is not None and detected != chosen.name:
             raise GlanceError(f"--family {chosen.name} does not match {model}, which is a {detected} model")
-        return chosen
+        return chosen.for_model(model)
     if detected is None:
         known = ", ".join(FAMILIES)
         raise GlanceError(f"cannot tell the model family of {model!r}; pass --family ({known})")
-    return FAMILIES[detected]
+    return FAMILIES[detected].for_model(model)
 
 
 @dataclass(frozen=True)

@@ -32,13 +32,19 @@ from glance import __version__
 from glance.families import GlanceError, get_family
 from glance.files import needs_writing, replace_folder, write_atomic
 from glance.tiny.flux import flux_pipeline
+from glance.tiny.flux2 import flux2_klein_pipeline
 from glance.tiny.qwen_image import qwen_image_pipeline
 from glance.tiny.sd3 import sd3_pipeline
 
 SCALES = ("tiny", "bench", "full")
 STAMP_NAME = "glance-tiny.json"  # written last: a folder without it is not a finished build
 # family -> builder(seed, scale) of its tiny diffusers pipeline
-BUILDERS = {"flux": flux_pipeline, "sd3": sd3_pipeline, "qwen_image": qwen_image_pipeline}
+BUILDERS = {
+    "flux": flux_pipeline,
+    "sd3": sd3_pipeline,
+    "qwen_image": qwen_image_pipeline,
+    "flux2": flux2_klein_pipeline,  # FLUX.2 [klein] base
+}
 
 
 def build_tiny_model(family: str, path: Path, *, seed: int = 0, scale: str = "tiny") -> Path:
