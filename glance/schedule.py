@@ -49,7 +49,7 @@ def _resolution_mu(settings, seq_len: int) -> float:
 def empirical_mu(seq_len: int, steps: int) -> float:
     """FLUX.2's mu (diffusers pipeline_flux2.py, compute_empirical_mu): fitted on 10 and 200 steps, linear in both.
 
-    Above 4300 tokens it depends on the size alone; below, fewer steps shift less (mu grows with `steps`).
+    Above 4300 tokens it depends on the size alone; below, fewer steps shift more (mu falls as `steps` grows).
     """
     a1, b1 = 8.73809524e-05, 1.89833333
     a2, b2 = 0.00016927, 0.45666666

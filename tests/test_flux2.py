@@ -1,0 +1,133 @@
+"""FLUX.2: [klein] base trained and sampled on a tiny offline model; the flavour, the schedule and guidance per model.
+
+The schedule's expectations come from diffusers' own code (compute_empirical_mu and the scheduler), not glance's.
+"""
+
+import json
+
+import numpy as np
+import pytest
+from support.flux2_training import KLEIN_RESOLUTION, KLEIN_STEPS
+
+from glance.families import FAMILIES, GlanceError, model_schedule, resolve_family
+from glance.manifest import MANIFEST_NAME, load_manifest
+from glance.run_plan import TrainSettings, plan_run
+from glance.schedule import FAST_INDICES, SLOW_INDICES, base_schedule, default_lists, to_sigmas
+
+FLUX2 = FAMILIES["flux2"]
+KLEIN_4B, KLEIN_9B, DEV = (
+    "black-forest-labs/FLUX.2-klein-base-4B",
+    "black-forest-labs/FLUX.2-klein-base-9B",
+    "black-forest-labs/FLUX.2-dev",
+)
+
+
+def diffusers_sigmas(seq_len: int, steps: int) -> list[float]:
+    """What Flux2KleinPipeline / Flux2Pipeline hand the scheduler at `steps` steps, stepped by diffusers itself."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    from diffusers.pipelines.flux2.pipeline_flux2 import compute_empirical_mu
+
+    from glance.tiny.common import family_scheduler
+
+    scheduler: FlowMatchEulerDiscreteScheduler = family_scheduler("flux2")
+    mu = compute_empirical_mu(image_seq_len=seq_len, num_steps=steps)
+    scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu)
+    return [float(s) for s in scheduler.sigmas[:-1]]
+
+
+@pytest.mark.parametrize("side", [64, 512, 1024, 1536])
+@pytest.mark.parametrize("steps", [4, 10, 50])
+def test_schedule_is_diffusers_empirical_mu_schedule(side, steps):
+    model = model_schedule(KLEIN_4B, FLUX2)  # a hub id: FLUX.2's shipped settings, an 8x VAE
+    seq_len = (side // 16) ** 2
+    assert base_schedule(FLUX2, model, side, side, steps) == pytest.approx(diffusers_sigmas(seq_len, steps), abs=1e-7)
+
+
+def test_lists_come_from_the_50_step_schedule_and_the_mu_depends_on_the_steps():
+    from diffusers.pipelines.flux2.pipeline_flux2 import compute_empirical_mu
+
+    model = model_schedule(KLEIN_9B, FLUX2)
+    expected = diffusers_sigmas(4096, 50)
+    lists = default_lists(FLUX2, model, 1024)
+    assert lists.slow_sigmas == pytest.approx([expected[i] for i in SLOW_INDICES], abs=1e-6)
+    assert lists.fast_sigmas == pytest.approx([expected[i] for i in FAST_INDICES], abs=1e-6)
+    # Below 4300 tokens fewer steps shift more: the 10-step schedule is not the 50-step one's every 5th.
+    assert compute_empirical_mu(1024, 10) != compute_empirical_mu(1024, 50)
+    ten = base_schedule(FLUX2, model, 512, 512, 10)
+    assert ten == pytest.approx(diffusers_sigmas(1024, 10), abs=1e-7)
+    assert ten[5] > base_schedule(FLUX2, model, 512, 512, 50)[25] + 1e-2  # both start from sigma 0.5
+
+
+def test_flavour_from_the_model(tmp_path, tiny):
+    assert [FLUX2.flavour_for(hub_id) for hub_id in (KLEIN_4B, KLEIN_9B, DEV)] == ["klein-4b", "klein-9b", "dev"]
+    assert FLUX2.flavour_for(str(tiny("flux2").model)) == "klein-4b"
+    # A local folder: the class and the text encoder's width say which.
+    nine = tmp_path / "nine"
+    (nine / "text_encoder").mkdir(parents=True)
+    (nine / "model_index.json").write_text(json.dumps({"_class_name": "Flux2KleinPipeline", "is_distilled": False}))
+    (nine / "text_encoder" / "config.json").write_text(json.dumps({"hidden_size": 4096}))
+    assert FLUX2.flavour_for(str(nine)) == "klein-9b"
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    (dev / "model_index.json").write_text(json.dumps({"_class_name": "Flux2Pipeline"}))
+    assert FLUX2.flavour_for(str(dev)) == "dev"
+    assert resolve_family(str(dev), None).pipeline_class == "Flux2Pipeline"
+    distilled = tmp_path / "distilled"
+    distilled.mkdir()
+    (distilled / "model_index.json").write_text(json.dumps({"_class_name": "Flux2KleinPipeline", "is_distilled": True}))
+    with pytest.raises(GlanceError, match="step-distilled"):
+        FLUX2.flavour_for(str(distilled))
+    # An unknown hub id is refused rather than trained without a flavour (SimpleTuner would load Mistral-24B).
+    with pytest.raises(GlanceError, match="cannot tell whether"):
+        FLUX2.flavour_for("someone/flux2-finetune")
+
+
+def test_hub_ids_resolve_and_the_distilled_klein_is_refused():
+    for hub_id in (KLEIN_4B, KLEIN_9B):
+        family = resolve_family(hub_id, None)
+        assert (family.name, family.pipeline_class, family.recipe.guidance) == ("flux2", "Flux2KleinPipeline", 4.0)
+        assert family.recipe.train_guidance is None and family.comfyui.guidance == "cfg"
+    dev = resolve_family(DEV, None)
+    assert (dev.pipeline_class, dev.recipe.train_guidance, dev.comfyui.guidance) == ("Flux2Pipeline", 1.0, "flux_guidance")
+    for size in ("4B", "9B"):
+        with pytest.raises(GlanceError, match=f"--model black-forest-labs/FLUX.2-klein-base-{size}"):
+            resolve_family(f"black-forest-labs/FLUX.2-klein-{size}", None)
+
+
+@pytest.mark.parametrize(("model", "flavour"), [(KLEIN_4B, "klein-4b"), (KLEIN_9B, "klein-9b"), (DEV, "dev")])
+def test_configs_always_name_the_flavour(tmp_path, model, flavour):
+    from glance.tiny import write_sample_pair
+
+    image = write_sample_pair(tmp_path, size=64)
+    plan = plan_run(TrainSettings(image=image, model=model, resolution=1024, output_dir=tmp_path / "out"))
+    for config in plan.configs.values():
+        assert config.model_family == "flux2" and config.model_flavour == flavour
+    assert plan.configs["slow"].flux_guidance_value == (1.0 if flavour == "dev" else None)
+
+
+def test_simpletuner_trained_on_exactly_the_lists(trained_klein):
+    """The sigmas SimpleTuner noised each batch with, recorded inside it: every one from its phase's list."""
+    manifest = load_manifest(trained_klein.output / MANIFEST_NAME)
+    lists = manifest.lists
+    assert lists == default_lists(FLUX2, model_schedule(str(trained_klein.model), FLUX2), KLEIN_RESOLUTION)
+    recorded = trained_klein.recorded()
+    assert len(recorded) == 2 * KLEIN_STEPS  # one batch of one image per step, slow phase then fast
+    slow, fast = [s for batch in recorded[:KLEIN_STEPS] for s in batch], [s for b in recorded[KLEIN_STEPS:] for s in b]
+    assert set(slow) <= set(to_sigmas(lists.slow)) and set(fast) <= set(to_sigmas(lists.fast))
+    assert len(set(slow)) > 1 and len(set(fast)) > 1  # drawn from the list, not one fixed value
+    for phase in ("slow", "fast"):
+        config = json.loads((trained_klein.root / "config" / f"glance-{phase}.json").read_text())
+        assert config["model_flavour"] == "klein-4b"
+
+
+def test_trained_klein_samples_exactly_the_trained_sigmas(trained_klein, tmp_path):
+    from glance.infer import options_from_manifest, run_infer
+
+    options = options_from_manifest(trained_klein.output, prompt="a red circle", out=tmp_path / "k.png", device="cpu")
+    run = run_infer(options)
+    result = run.images[0]
+    lists = load_manifest(trained_klein.output / MANIFEST_NAME).lists
+    assert [step.sigma for step in result.trace] == lists.sigmas
+    switch = len(lists.slow)
+    assert [step.adapters for step in result.trace] == [("slow",)] * switch + [("fast",)] * len(lists.fast)
+    assert result.summary["guidance"] == 4.0  # true CFG, against the empty prompt
