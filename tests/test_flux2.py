@@ -88,7 +88,8 @@ def test_hub_ids_resolve_and_the_distilled_klein_is_refused():
         assert (family.name, family.pipeline_class, family.recipe.guidance) == ("flux2", "Flux2KleinPipeline", 4.0)
         assert family.recipe.train_guidance is None and family.comfyui.guidance == "cfg"
     dev = resolve_family(DEV, None)
-    assert (dev.pipeline_class, dev.recipe.train_guidance, dev.comfyui.guidance) == ("Flux2Pipeline", 1.0, "flux_guidance")
+    assert (dev.pipeline_class, dev.recipe.train_guidance) == ("Flux2Pipeline", 1.0)
+    assert dev.comfyui.guidance == "flux_guidance"  # embedded guidance, like FLUX.1
     for size in ("4B", "9B"):
         with pytest.raises(GlanceError, match=f"--model black-forest-labs/FLUX.2-klein-base-{size}"):
             resolve_family(f"black-forest-labs/FLUX.2-klein-{size}", None)

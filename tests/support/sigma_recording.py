@@ -23,7 +23,8 @@ def recording_simpletuner(folder: Path) -> Path:
     script.write_text(
         f"#!{sys.executable}\n"
         "import os, sys\n"
-        f"os.environ['PYTHONPATH'] = os.pathsep.join(p for p in ({str(RECORDER)!r}, os.environ.get('PYTHONPATH')) if p)\n"
+        f"paths = [{str(RECORDER)!r}, *filter(None, [os.environ.get('PYTHONPATH')])]\n"
+        "os.environ['PYTHONPATH'] = os.pathsep.join(paths)\n"
         f"if {str(CPU_SHIM_DIR)!r} in os.environ['PYTHONPATH'].split(os.pathsep):\n"
         f"    os.environ['GLANCE_CPU_SHIM'] = {str(CPU_SHIM_DIR / 'sitecustomize.py')!r}\n"
         f"os.execv({real!r}, [{real!r}, *sys.argv[1:]])\n",
