@@ -132,3 +132,20 @@ def test_trained_klein_samples_exactly_the_trained_sigmas(trained_klein, tmp_pat
     switch = len(lists.slow)
     assert [step.adapters for step in result.trace] == [("slow",)] * switch + [("fast",)] * len(lists.fast)
     assert result.summary["guidance"] == 4.0  # true CFG, against the empty prompt
+
+
+def test_trained_klein_exports_for_comfyui(trained_klein, tmp_path):
+    """SimpleTuner's FLUX.2 targets (double-block attention and the single blocks' fused to_qkv_mlp_proj) all map."""
+    from typer.testing import CliRunner
+
+    from glance.cli import app
+
+    out = tmp_path / "comfyui"
+    result = CliRunner().invoke(app, ["export", "comfyui", "-o", str(trained_klein.output), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    graph = json.loads((out / "glance-workflow.json").read_text())
+    assert [n["class_type"] for n in graph.values() if n["class_type"].startswith("Empty")] == ["EmptyFlux2LatentImage"]
+    from safetensors.torch import load_file
+
+    keys = load_file(out / "glance-slow.safetensors")
+    assert any(".attn.to_qkv_mlp_proj." in key for key in keys) and any(".attn.to_q." in key for key in keys)
