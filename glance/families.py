@@ -132,6 +132,10 @@ class Family:
         """
         return self.model_flavour
 
+    def text_encoder_parts(self, model: str) -> tuple[Path, ...]:
+        """Folders of `model` SimpleTuner must read as ONE text-encoder folder; empty: it reads the model's own."""
+        return ()
+
     def for_model(self, model: str) -> Family:
         """This family as `model` is sampled: a family whose flavours sample differently (FLUX.2) narrows here."""
         return self
@@ -212,6 +216,14 @@ class Flux2Family(Family):
         else:
             raise GlanceError(f"{model} has no text_encoder/config.json: cannot tell FLUX.2 [klein] 4B from 9B")
         return "klein-9b" if width and width >= 4096 else "klein-4b"
+
+    def text_encoder_parts(self, model: str) -> tuple[Path, ...]:
+        """[dev]: SimpleTuner loads the Mistral encoder AND its processor from one folder, by default the Hub's
+        mistralai/Mistral-Small-3.1-24B-Instruct-2503 (flux2/model.py:542); a diffusers folder keeps them in two."""
+        if not is_local_model(model) or self.flavour_for(model) != "dev":
+            return ()
+        root = Path(model).expanduser()
+        return (root / "text_encoder", root / "tokenizer")
 
     def for_model(self, model: str) -> Family:
         try:

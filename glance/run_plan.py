@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from glance.families import DEFAULT_MODEL, FAMILIES, Family, model_schedule, resolve_family
+from glance.families import DEFAULT_MODEL, FAMILIES, Family, GlanceError, model_schedule, resolve_family
 from glance.files import check_writable_dir, folder_fingerprint, needs_writing, write_atomic
 from glance.hub import ModelSource, resolve_model
 from glance.manifest import MANIFEST_NAME, PHASES, PhaseName
@@ -89,6 +89,7 @@ class RunPlan:
     configs: dict[PhaseName, TrainingConfig]
     config_paths: dict[PhaseName, Path]
     memory: TrainingPlan
+    text_encoder_parts: tuple[Path, ...] = ()  # staged as one folder, TEXT_ENCODER_DIR (Family.text_encoder_parts)
 
     @property
     def output_dir(self) -> Path:
@@ -97,6 +98,10 @@ class RunPlan:
     @property
     def dataset_dir(self) -> Path:
         return self.output_dir / "dataset"
+
+    @property
+    def text_encoder_dir(self) -> Path:
+        return self.output_dir / "text-encoder"
 
     @property
     def cache_dir(self) -> Path:
@@ -200,6 +205,10 @@ def plan_run(settings: TrainSettings, *, fetch: bool = False) -> RunPlan:
     if settings.separate_caches:
         dataloaders["fast"] = (cfg_dir / "multidatabackend-fast.json", dataloader("cache/fast"))
 
+    text_encoder_parts = family.text_encoder_parts(model)
+    text_encoder = {}
+    if text_encoder_parts:
+        text_encoder["pretrained_text_encoder_model_name_or_path"] = "text-encoder"  # RunPlan.text_encoder_dir
     configs = {
         phase: TrainingConfig(
             model_family=family.name,
@@ -219,12 +228,15 @@ def plan_run(settings: TrainSettings, *, fetch: bool = False) -> RunPlan:
             seed=settings.seed,
             **memory.simpletuner_keys(),
             **family.simpletuner_extras,
+            **text_encoder,
             **({"flux_guidance_value": recipe.train_guidance} if recipe.train_guidance is not None else {}),
         )
         for phase in PHASES
     }
     config_paths = {phase: cfg_dir / f"glance-{phase}.json" for phase in PHASES}
-    return RunPlan(settings, source, family, pair, lists, cuda, dataloaders, configs, config_paths, memory)
+    return RunPlan(
+        settings, source, family, pair, lists, cuda, dataloaders, configs, config_paths, memory, text_encoder_parts
+    )
 
 
 def write_configs(plan: RunPlan, *, force: bool = False, replaceable: frozenset[Path] = frozenset()) -> list[Path]:
@@ -241,9 +253,30 @@ def write_configs(plan: RunPlan, *, force: bool = False, replaceable: frozenset[
     }
     _reset_stale_caches(plan)
     stage_pair(plan.pair, plan.dataset_dir)
+    _stage_text_encoder(plan)
     for path, text in to_write.items():
         write_atomic(path, text)
     return list(files)
+
+
+def _stage_text_encoder(plan: RunPlan) -> None:
+    """One folder of links to the files of the model's text-encoder parts (nothing copied), made afresh."""
+    if not plan.text_encoder_parts:
+        return
+    for part in plan.text_encoder_parts:
+        if not part.is_dir():
+            raise GlanceError(f"{part} is missing: the model folder has no {part.name}/ for SimpleTuner's text encoder")
+    folder = plan.text_encoder_dir
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    for part in plan.text_encoder_parts:
+        for file in sorted(part.iterdir()):
+            link = folder / file.name
+            if link.exists():
+                parts = ", ".join(p.name for p in plan.text_encoder_parts)
+                raise GlanceError(f"{file.name} is in more than one of {parts}: cannot make one text-encoder folder")
+            link.symlink_to(file.resolve())
 
 
 def _reset_stale_caches(plan: RunPlan) -> None:

@@ -149,3 +149,35 @@ def test_trained_klein_exports_for_comfyui(trained_klein, tmp_path):
 
     keys = load_file(out / "glance-slow.safetensors")
     assert any(".attn.to_qkv_mlp_proj." in key for key in keys) and any(".attn.to_q." in key for key in keys)
+
+
+def test_dev_folder_stages_its_text_encoder_and_processor_as_one_folder(tmp_path):
+    """SimpleTuner reads [dev]'s Mistral and its processor from one folder (else the Hub's Mistral-24B repo)."""
+    from glance.run_plan import write_configs
+    from glance.tiny import write_sample_pair
+
+    model = tmp_path / "dev"
+    files = {
+        "text_encoder": ("config.json", "model.safetensors"),
+        "tokenizer": ("processor_config.json", "tokenizer.json"),
+    }
+    for part, names in files.items():
+        (model / part).mkdir(parents=True)
+        for name in names:
+            (model / part / name).write_text(f"{part}/{name}")
+    (model / "model_index.json").write_text(json.dumps({"_class_name": "Flux2Pipeline"}))
+    image = write_sample_pair(tmp_path / "data", size=64)
+    settings = TrainSettings(
+        image=image, model=str(model), resolution=1024, output_dir=tmp_path / "out", config_dir=tmp_path / "cfg",
+        device="cpu",
+    )  # fmt: skip
+    plan = plan_run(settings)
+    assert plan.configs["slow"].model_flavour == "dev"
+    assert plan.configs["slow"].pretrained_text_encoder_model_name_or_path == "text-encoder"
+    write_configs(plan)
+    staged = tmp_path / "out" / "text-encoder"
+    assert {p.name: p.read_text() for p in staged.iterdir()} == {
+        name: f"{part}/{name}" for part, names in files.items() for name in names
+    }
+    klein = plan_run(settings.model_copy(update={"model": KLEIN_4B}))
+    assert klein.configs["slow"].pretrained_text_encoder_model_name_or_path is None
