@@ -58,6 +58,26 @@ def test_lists_come_from_the_50_step_schedule_and_the_mu_depends_on_the_steps():
     assert ten[5] > base_schedule(FLUX2, model, 512, 512, 50)[25] + 1e-2  # both start from sigma 0.5
 
 
+@pytest.mark.parametrize("resolution", [512, 1024])
+def test_glance_schedule_prints_diffusers_50_step_lists(resolution):
+    from typer.testing import CliRunner
+
+    from glance.cli import app
+
+    result = CliRunner().invoke(app, ["schedule", "--model", KLEIN_9B, "--resolution", str(resolution)])
+    assert result.exit_code == 0, result.output
+    printed = {
+        line.split()[0]: [float(v) for v in line.split()[1].split(",")]
+        for line in result.output.splitlines()
+        if line.startswith("--")
+    }
+    timesteps = [s * 1000 for s in diffusers_sigmas((resolution // 16) ** 2, 50)]
+    assert printed["--slow-timesteps"] == pytest.approx([timesteps[i] for i in SLOW_INDICES], abs=1e-4)
+    assert printed["--fast-timesteps"] == pytest.approx([timesteps[i] for i in FAST_INDICES], abs=1e-4)
+    refused = CliRunner().invoke(app, ["schedule", "--model", "black-forest-labs/FLUX.2-klein-9B"])
+    assert refused.exit_code != 0 and "FLUX.2-klein-base-9B" in refused.output
+
+
 def test_flavour_from_the_model(tmp_path, tiny):
     assert [FLUX2.flavour_for(hub_id) for hub_id in (KLEIN_4B, KLEIN_9B, DEV)] == ["klein-4b", "klein-9b", "dev"]
     assert FLUX2.flavour_for(str(tiny("flux2").model)) == "klein-4b"
@@ -181,3 +201,43 @@ def test_dev_folder_stages_its_text_encoder_and_processor_as_one_folder(tmp_path
     }
     klein = plan_run(settings.model_copy(update={"model": KLEIN_4B}))
     assert klein.configs["slow"].pretrained_text_encoder_model_name_or_path is None
+
+
+@pytest.mark.slow
+def test_tiny_dev_plans_loads_its_text_encoder_as_simpletuner_does_and_samples_exactly(tmp_path):
+    """[dev] without SimpleTuner: its staged text-encoder folder loads as SimpleTuner loads it, and glance infer
+    steps through the lists with [dev]'s embedded guidance (the tiny Mistral3 + Pixtral processor, built offline)."""
+    from transformers import AutoProcessor, Mistral3ForConditionalGeneration
+
+    from glance.infer import run_infer
+    from glance.infer_options import InferOptions
+    from glance.run_plan import write_configs
+    from glance.tiny import build_tiny_model, load_transformer, write_random_lora, write_sample_pair
+
+    model = build_tiny_model("flux2-dev", tmp_path / "dev")
+    family = resolve_family(str(model), None)
+    assert (family.pipeline_class, family.flavour_for(str(model))) == ("Flux2Pipeline", "dev")
+    settings = TrainSettings(
+        image=write_sample_pair(tmp_path / "data", size=64), model=str(model), resolution=64,
+        output_dir=tmp_path / "out", config_dir=tmp_path / "cfg", device="cpu",
+    )  # fmt: skip
+    plan = plan_run(settings)
+    write_configs(plan)
+    staged = tmp_path / "out" / plan.configs["slow"].pretrained_text_encoder_model_name_or_path
+    processor = AutoProcessor.from_pretrained(staged)  # SimpleTuner flux2/model.py _load_text_encoder_mistral
+    encoder = Mistral3ForConditionalGeneration.from_pretrained(staged)
+    assert type(processor).__name__ == "PixtralProcessor" and encoder.config.text_config.num_hidden_layers == 31
+
+    loras = {
+        name: write_random_lora(tmp_path / name, load_transformer(model), "flux2", seed=seed)
+        for name, seed in (("slow", 1), ("fast", 2))
+    }
+    options = InferOptions(
+        prompt="a red circle", model=str(model), lists=plan.lists, slow_lora=loras["slow"], fast_lora=loras["fast"],
+        out=tmp_path / "dev.png", width=32, height=32, device="cpu",
+    )  # fmt: skip
+    result = run_infer(options).images[0]
+    assert [step.sigma for step in result.trace] == plan.lists.sigmas
+    switch = len(plan.lists.slow)
+    assert [step.adapters for step in result.trace] == [("slow",)] * switch + [("fast",)] * len(plan.lists.fast)
+    assert result.summary["guidance"] == 1.0  # the guidance embedding, at what SimpleTuner trains FLUX.2 with

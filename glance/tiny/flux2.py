@@ -1,4 +1,4 @@
-"""The tiny FLUX.2 [klein] pipeline: randomly initialised, built offline.
+"""The tiny FLUX.2 pipelines, [klein] base and [dev]: randomly initialised, built offline.
 
 What SimpleTuner and diffusers need of it, and why each choice:
 - the Qwen3 text encoder has 28 layers (at width 16), because both read the hidden states of
@@ -9,6 +9,9 @@ What SimpleTuner and diffusers need of it, and why each choice:
   so it downsamples 2x: a 64 px image is 16x16 packed tokens (256), the 50-step schedule's mu is
   compute_empirical_mu(256, 50);
 - the transformer has no guidance embedding, like the [klein] base models (true CFG instead).
+[dev]: a Mistral3 text encoder of 31 layers (the pipeline reads hidden states 10, 20 and 30) with a one-layer
+Pixtral vision tower, and a PixtralProcessor around a byte-level BPE with Mistral's control tokens and a
+chat template of system + user turns; the transformer has FLUX.2 [dev]'s guidance embedding.
 The scheduler carries FLUX.2's real settings (glance.families). Heavy imports happen inside the functions.
 """
 
@@ -109,4 +112,105 @@ def flux2_klein_pipeline(seed: int, scale: str):
         tokenizer=tokenizer,
         transformer=flux2_transformer(seed, text_width=TEXT_WIDTH, guidance_embeds=False),
         is_distilled=False,
+    )
+
+
+MISTRAL_SPECIAL_TOKENS = (
+    "<unk>", "<s>", "</s>", "<pad>", "[INST]", "[/INST]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]",
+    "[IMG]", "[IMG_BREAK]", "[IMG_END]",
+)  # fmt: skip
+DEV_TEXT_LAYERS = 31  # hidden states 10, 20 and 30
+# The turns Flux2Pipeline's format_input makes (system + user, each content a list of one text part).
+MISTRAL_CHAT_TEMPLATE = (
+    "{%- for message in messages %}{%- if message['role'] == 'system' %}"
+    "[SYSTEM_PROMPT]{{ message['content'][0]['text'] }}[/SYSTEM_PROMPT]"
+    "{%- else %}[INST]{{ message['content'][0]['text'] }}[/INST]{%- endif %}{%- endfor %}"
+)
+
+
+def pixtral_processor():
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PixtralImageProcessor, PixtralProcessor, PreTrainedTokenizerFast
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+    from glance.tiny.text import train_bpe
+
+    pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    vocab, merges = train_bpe(pre_tokenizer, MISTRAL_SPECIAL_TOKENS, 600)
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    backend.pre_tokenizer = pre_tokenizer
+    backend.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        extra_special_tokens=list(MISTRAL_SPECIAL_TOKENS[4:]),
+        model_max_length=512,
+    )
+    return PixtralProcessor(
+        image_processor=PixtralImageProcessor(),
+        tokenizer=tokenizer,
+        patch_size=16,
+        spatial_merge_size=2,
+        chat_template=MISTRAL_CHAT_TEMPLATE,
+        image_token="[IMG]",
+        image_break_token="[IMG_BREAK]",
+        image_end_token="[IMG_END]",
+    )
+
+
+def mistral3_encoder(processor, seed: int):
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration
+
+    tokenizer = processor.tokenizer
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in MISTRAL_SPECIAL_TOKENS}
+    config = Mistral3Config(
+        text_config=dict(
+            model_type="mistral",
+            vocab_size=len(tokenizer),
+            hidden_size=TEXT_WIDTH,
+            intermediate_size=TEXT_WIDTH,
+            num_hidden_layers=DEV_TEXT_LAYERS,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            head_dim=8,
+            max_position_embeddings=1024,
+            bos_token_id=ids["<s>"],
+            eos_token_id=ids["</s>"],
+            pad_token_id=ids["<pad>"],
+        ),
+        vision_config=dict(
+            model_type="pixtral",
+            hidden_size=16,
+            intermediate_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            head_dim=8,
+            image_size=64,
+            patch_size=16,
+        ),
+        image_token_index=ids["[IMG]"],
+        spatial_merge_size=2,
+        multimodal_projector_bias=False,
+    )
+    return seeded(seed, lambda: Mistral3ForConditionalGeneration(config))
+
+
+def flux2_dev_pipeline(seed: int, scale: str):
+    from diffusers import Flux2Pipeline
+
+    processor = pixtral_processor()
+    return Flux2Pipeline(
+        scheduler=family_scheduler("flux2"),
+        vae=flux2_vae(seed),
+        text_encoder=mistral3_encoder(processor, seed),
+        tokenizer=processor,
+        transformer=flux2_transformer(seed, text_width=TEXT_WIDTH, guidance_embeds=True),
     )
