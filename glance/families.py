@@ -156,7 +156,6 @@ class Family:
         return (height // per_token) * (width // per_token)
 
 
-
 # FLUX.2 [klein] base and [dev]: ComfyUI's core Flux2 model (comfy/model_base.py, class Flux2(Flux)); the file names
 # are those of the Comfy-Org/flux2-klein and Comfy-Org/flux2-dev repackaged models.
 _FLUX2_LORA_MODULES = (
@@ -231,6 +230,7 @@ class Flux2Family(Family):
         except GlanceError:
             return self  # refused where it matters (training); here the klein defaults stand
         return replace(self, **self.dev) if dev else self
+
 
 FAMILIES: dict[str, Family] = {
     "flux": Family(

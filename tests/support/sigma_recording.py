@@ -37,4 +37,3 @@ def recording_simpletuner(folder: Path) -> Path:
 def read_sigma_log(path: Path) -> list[list[float]]:
     """Every recorded batch's sigmas, in training order."""
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-
