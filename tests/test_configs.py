@@ -19,6 +19,7 @@ HUB_MODELS = {
     "flux": "black-forest-labs/FLUX.1-dev",
     "sd3": "stabilityai/stable-diffusion-3.5-medium",
     "qwen_image": "Qwen/Qwen-Image",
+    "flux2": "black-forest-labs/FLUX.2-klein-base-9B",
 }
 
 

@@ -212,6 +212,7 @@ def test_tiny_dev_plans_loads_its_text_encoder_as_simpletuner_does_and_samples_e
     from glance.infer import run_infer
     from glance.infer_options import InferOptions
     from glance.run_plan import write_configs
+    from glance.simpletuner import parser_check
     from glance.tiny import build_tiny_model, load_transformer, write_random_lora, write_sample_pair
 
     model = build_tiny_model("flux2-dev", tmp_path / "dev")
@@ -223,6 +224,8 @@ def test_tiny_dev_plans_loads_its_text_encoder_as_simpletuner_does_and_samples_e
     )  # fmt: skip
     plan = plan_run(settings)
     write_configs(plan)
+    parsed = parser_check(plan.configs["slow"])  # SimpleTuner's own parser takes the keys
+    assert (parsed.model_flavour, parsed.pretrained_text_encoder_model_name_or_path) == ("dev", "text-encoder")
     staged = tmp_path / "out" / plan.configs["slow"].pretrained_text_encoder_model_name_or_path
     processor = AutoProcessor.from_pretrained(staged)  # SimpleTuner flux2/model.py _load_text_encoder_mistral
     encoder = Mistral3ForConditionalGeneration.from_pretrained(staged)
