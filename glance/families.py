@@ -132,9 +132,10 @@ class Family:
         """
         return self.model_flavour
 
-    def text_encoder_parts(self, model: str) -> tuple[Path, ...]:
-        """Folders of `model` SimpleTuner must read as ONE text-encoder folder; empty: it reads the model's own."""
-        return ()
+    def text_encoder_parts(self, model: str) -> tuple[str, tuple[Path, ...]] | None:
+        """(hub id, folders of `model`) when SimpleTuner loads the text encoder by a fixed hub id, not from the
+        model: glance then serves those folders as that repo from a run-private Hub cache. None: from the model."""
+        return None
 
     def for_model(self, model: str) -> Family:
         """This family as `model` is sampled: a family whose flavours sample differently (FLUX.2) narrows here."""
@@ -162,6 +163,7 @@ _FLUX2_LORA_MODULES = (
     r"transformer_blocks\.\d+\.attn\.(to_[qkv]|to_out\.0)",
     r"single_transformer_blocks\.\d+\.attn\.to_qkv_mlp_proj",
 )
+FLUX2_DEV_TEXT_ENCODER_REPO = "mistralai/Mistral-Small-3.1-24B-Instruct-2503"  # SimpleTuner's MISTRAL_PATH
 _FLUX2_HUB_FLAVOURS = {
     "black-forest-labs/FLUX.2-klein-base-4B": "klein-4b",
     "black-forest-labs/FLUX.2-klein-base-9B": "klein-9b",
@@ -216,13 +218,14 @@ class Flux2Family(Family):
             raise GlanceError(f"{model} has no text_encoder/config.json: cannot tell FLUX.2 [klein] 4B from 9B")
         return "klein-9b" if width and width >= 4096 else "klein-4b"
 
-    def text_encoder_parts(self, model: str) -> tuple[Path, ...]:
-        """[dev]: SimpleTuner loads the Mistral encoder AND its processor from one folder, by default the Hub's
-        mistralai/Mistral-Small-3.1-24B-Instruct-2503 (flux2/model.py:542); a diffusers folder keeps them in two."""
+    def text_encoder_parts(self, model: str) -> tuple[str, tuple[Path, ...]] | None:
+        """[dev]: SimpleTuner 4.10.1 loads the Mistral encoder and its processor from the Hub's repo, always
+        (flux2/model.py:542; `pretrained_text_encoder_model_name_or_path` is read there but is no option of its
+        parser), while the model's own folder holds them as text_encoder/ and tokenizer/."""
         if not is_local_model(model) or self.flavour_for(model) != "dev":
-            return ()
+            return None
         root = Path(model).expanduser()
-        return (root / "text_encoder", root / "tokenizer")
+        return FLUX2_DEV_TEXT_ENCODER_REPO, (root / "text_encoder", root / "tokenizer")
 
     def for_model(self, model: str) -> Family:
         try:

@@ -89,7 +89,7 @@ class RunPlan:
     configs: dict[PhaseName, TrainingConfig]
     config_paths: dict[PhaseName, Path]
     memory: TrainingPlan
-    text_encoder_parts: tuple[Path, ...] = ()  # staged as one folder, TEXT_ENCODER_DIR (Family.text_encoder_parts)
+    text_encoder_parts: tuple[str, tuple[Path, ...]] | None = None  # Family.text_encoder_parts: served from HUB_CACHE
 
     @property
     def output_dir(self) -> Path:
@@ -100,8 +100,9 @@ class RunPlan:
         return self.output_dir / "dataset"
 
     @property
-    def text_encoder_dir(self) -> Path:
-        return self.output_dir / "text-encoder"
+    def hub_cache_dir(self) -> Path:
+        """A Hub cache of this run's own, for the phases (HF_HUB_CACHE) when the text encoder is served from it."""
+        return self.output_dir / "hub-cache"
 
     @property
     def cache_dir(self) -> Path:
@@ -205,10 +206,6 @@ def plan_run(settings: TrainSettings, *, fetch: bool = False) -> RunPlan:
     if settings.separate_caches:
         dataloaders["fast"] = (cfg_dir / "multidatabackend-fast.json", dataloader("cache/fast"))
 
-    text_encoder_parts = family.text_encoder_parts(model)
-    text_encoder = {}
-    if text_encoder_parts:
-        text_encoder["pretrained_text_encoder_model_name_or_path"] = "text-encoder"  # RunPlan.text_encoder_dir
     configs = {
         phase: TrainingConfig(
             model_family=family.name,
@@ -228,15 +225,15 @@ def plan_run(settings: TrainSettings, *, fetch: bool = False) -> RunPlan:
             seed=settings.seed,
             **memory.simpletuner_keys(),
             **family.simpletuner_extras,
-            **text_encoder,
             **({"flux_guidance_value": recipe.train_guidance} if recipe.train_guidance is not None else {}),
         )
         for phase in PHASES
     }
     config_paths = {phase: cfg_dir / f"glance-{phase}.json" for phase in PHASES}
     return RunPlan(
-        settings, source, family, pair, lists, cuda, dataloaders, configs, config_paths, memory, text_encoder_parts
-    )
+        settings, source, family, pair, lists, cuda, dataloaders, configs, config_paths, memory,
+        family.text_encoder_parts(model),
+    )  # fmt: skip
 
 
 def write_configs(plan: RunPlan, *, force: bool = False, replaceable: frozenset[Path] = frozenset()) -> list[Path]:
@@ -259,23 +256,34 @@ def write_configs(plan: RunPlan, *, force: bool = False, replaceable: frozenset[
     return list(files)
 
 
+HUB_CACHE_COMMIT = "0" * 40  # the one snapshot of a repo in the run's own Hub cache
+
+
 def _stage_text_encoder(plan: RunPlan) -> None:
-    """One folder of links to the files of the model's text-encoder parts (nothing copied), made afresh."""
-    if not plan.text_encoder_parts:
+    """Serve the model's text-encoder folders as the hub repo SimpleTuner asks for, in the run's own Hub cache.
+
+    The phases run offline with HF_HUB_CACHE there (glance/phase.py), so the repo resolves to links to the
+    model's files: nothing copied, nothing downloaded, the user's own cache untouched.
+    """
+    if plan.text_encoder_parts is None:
         return
-    for part in plan.text_encoder_parts:
+    repo, parts = plan.text_encoder_parts
+    for part in parts:
         if not part.is_dir():
             raise GlanceError(f"{part} is missing: the model folder has no {part.name}/ for SimpleTuner's text encoder")
-    folder = plan.text_encoder_dir
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    for part in plan.text_encoder_parts:
+    repo_dir = plan.hub_cache_dir / f"models--{repo.replace('/', '--')}"
+    if repo_dir.exists():
+        shutil.rmtree(repo_dir)
+    snapshot = repo_dir / "snapshots" / HUB_CACHE_COMMIT
+    snapshot.mkdir(parents=True)
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text(HUB_CACHE_COMMIT)
+    for part in parts:
         for file in sorted(part.iterdir()):
-            link = folder / file.name
+            link = snapshot / file.name
             if link.exists():
-                parts = ", ".join(p.name for p in plan.text_encoder_parts)
-                raise GlanceError(f"{file.name} is in more than one of {parts}: cannot make one text-encoder folder")
+                names = ", ".join(p.name for p in parts)
+                raise GlanceError(f"{file.name} is in more than one of {names}: cannot serve them as {repo}")
             link.symlink_to(file.resolve())
 
 

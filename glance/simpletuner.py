@@ -87,8 +87,6 @@ class TrainingConfig(BaseModel):
     model_family: str
     # The family's code path within model_family (Family.flavour_for); None: SimpleTuner's default for a path.
     model_flavour: str | None = None
-    # A folder holding the text encoder and its tokenizer/processor together (FLUX.2 [dev]: Family.text_encoder_parts).
-    pretrained_text_encoder_model_name_or_path: str | None = None
     pretrained_model_name_or_path: str
     data_backend_config: str
     output_dir: str

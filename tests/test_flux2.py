@@ -171,9 +171,11 @@ def test_trained_klein_exports_for_comfyui(trained_klein, tmp_path):
     assert any(".attn.to_qkv_mlp_proj." in key for key in keys) and any(".attn.to_q." in key for key in keys)
 
 
-def test_dev_folder_stages_its_text_encoder_and_processor_as_one_folder(tmp_path):
-    """SimpleTuner reads [dev]'s Mistral and its processor from one folder (else the Hub's Mistral-24B repo)."""
-    from glance.run_plan import write_configs
+def test_dev_folder_serves_its_text_encoder_as_the_repo_simpletuner_loads(tmp_path):
+    """SimpleTuner loads [dev]'s Mistral and processor from the Hub's Mistral-24B repo: the run serves the model's."""
+    from glance.families import FLUX2_DEV_TEXT_ENCODER_REPO
+    from glance.phase import phase_launches
+    from glance.run_plan import HUB_CACHE_COMMIT, write_configs
     from glance.tiny import write_sample_pair
 
     model = tmp_path / "dev"
@@ -193,22 +195,27 @@ def test_dev_folder_stages_its_text_encoder_and_processor_as_one_folder(tmp_path
     )  # fmt: skip
     plan = plan_run(settings)
     assert plan.configs["slow"].model_flavour == "dev"
-    assert plan.configs["slow"].pretrained_text_encoder_model_name_or_path == "text-encoder"
     write_configs(plan)
-    staged = tmp_path / "out" / "text-encoder"
-    assert {p.name: p.read_text() for p in staged.iterdir()} == {
+    repo = tmp_path / "out" / "hub-cache" / f"models--{FLUX2_DEV_TEXT_ENCODER_REPO.replace('/', '--')}"
+    assert (repo / "refs" / "main").read_text() == HUB_CACHE_COMMIT
+    snapshot = repo / "snapshots" / HUB_CACHE_COMMIT
+    assert {p.name: p.read_text() for p in snapshot.iterdir()} == {
         name: f"{part}/{name}" for part, names in files.items() for name in names
     }
+    envs = {launch.phase: launch.env for launch in phase_launches(plan)}
+    assert {env["HF_HUB_CACHE"] for env in envs.values()} == {str((tmp_path / "out" / "hub-cache").resolve())}
+    assert {env["HF_HUB_OFFLINE"] for env in envs.values()} == {"1"}
     klein = plan_run(settings.model_copy(update={"model": KLEIN_4B}))
-    assert klein.configs["slow"].pretrained_text_encoder_model_name_or_path is None
+    assert klein.text_encoder_parts is None
 
 
 @pytest.mark.slow
 def test_tiny_dev_plans_loads_its_text_encoder_as_simpletuner_does_and_samples_exactly(tmp_path):
-    """[dev] without SimpleTuner: its staged text-encoder folder loads as SimpleTuner loads it, and glance infer
+    """[dev] without training: its served text encoder loads as SimpleTuner loads it, and glance infer
     steps through the lists with [dev]'s embedded guidance (the tiny Mistral3 + Pixtral processor, built offline)."""
     from transformers import AutoProcessor, Mistral3ForConditionalGeneration
 
+    from glance.families import FLUX2_DEV_TEXT_ENCODER_REPO
     from glance.infer import run_infer
     from glance.infer_options import InferOptions
     from glance.run_plan import write_configs
@@ -224,11 +231,11 @@ def test_tiny_dev_plans_loads_its_text_encoder_as_simpletuner_does_and_samples_e
     )  # fmt: skip
     plan = plan_run(settings)
     write_configs(plan)
-    parsed = parser_check(plan.configs["slow"])  # SimpleTuner's own parser takes the keys
-    assert (parsed.model_flavour, parsed.pretrained_text_encoder_model_name_or_path) == ("dev", "text-encoder")
-    staged = tmp_path / "out" / plan.configs["slow"].pretrained_text_encoder_model_name_or_path
-    processor = AutoProcessor.from_pretrained(staged)  # SimpleTuner flux2/model.py _load_text_encoder_mistral
-    encoder = Mistral3ForConditionalGeneration.from_pretrained(staged)
+    assert parser_check(plan.configs["slow"]).model_flavour == "dev"  # SimpleTuner's own parser takes it
+    # As SimpleTuner's _load_text_encoder_mistral loads it (flux2/model.py), offline, from the run's Hub cache.
+    cache = {"cache_dir": tmp_path / "out" / "hub-cache", "local_files_only": True}
+    processor = AutoProcessor.from_pretrained(FLUX2_DEV_TEXT_ENCODER_REPO, **cache)
+    encoder = Mistral3ForConditionalGeneration.from_pretrained(FLUX2_DEV_TEXT_ENCODER_REPO, **cache)
     assert type(processor).__name__ == "PixtralProcessor" and encoder.config.text_config.num_hidden_layers == 31
 
     loras = {
