@@ -22,6 +22,7 @@ COMPONENTS = {
         "tokenizer_3",
     },
     "qwen_image": {"scheduler", "transformer", "vae", "text_encoder", "tokenizer"},
+    "flux2": {"scheduler", "transformer", "vae", "text_encoder", "tokenizer"},
 }
 
 
