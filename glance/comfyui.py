@@ -89,7 +89,7 @@ class WorkflowSpec(BaseModel):
     height: int = Field(ge=16)
     sigmas: list[float] = Field(min_length=1)  # each step's sigma; the graph appends the final 0
     switch: int | None = None  # the step the fast LoRA starts at; None: no LoRAs (a base-model image)
-    guidance: float | None = None  # diffusers' guidance_scale: FLUX's embedded guidance, SD3's CFG
+    guidance: float | None = None  # diffusers' guidance_scale: FLUX's embedded guidance, the others' CFG scale
     true_cfg: float | None = None  # Qwen-Image's true CFG, against negative_prompt
     files: ComfyUIFiles
     filename_prefix: str = "glance"
@@ -126,6 +126,10 @@ def build_workflow(spec: WorkflowSpec) -> dict:
     if setup.clip_type is not None:
         encoder_inputs["type"] = setup.clip_type
     clip = [graph.add(setup.text_encoder_loader, "Text encoders", **encoder_inputs), 0]
+    if setup.t5_tokenizer_options is not None:  # pad the T5 prompt as diffusers does: the model attends to the padding
+        min_padding, min_length = setup.t5_tokenizer_options
+        clip = [graph.add("T5TokenizerOptions", "T5 padding as diffusers (do not change)", clip=clip,
+                          min_padding=min_padding, min_length=min_length), 0]  # fmt: skip
     if vae is None:
         vae = [graph.add("VAELoader", "VAE", vae_name=files.vae), 0]
 
@@ -136,7 +140,10 @@ def build_workflow(spec: WorkflowSpec) -> dict:
         guidance = spec.guidance if spec.guidance is not None else 3.5  # FluxPipeline's default guidance_scale
         positive = [graph.add("FluxGuidance", "Guidance (as trained)", conditioning=positive, guidance=guidance), 0]
     elif setup.guidance == "cfg" and spec.guidance is not None and spec.guidance > 1:
-        cfg = spec.guidance  # StableDiffusion3Pipeline runs CFG only when guidance_scale > 1
+        cfg = spec.guidance  # StableDiffusion3Pipeline and ChromaPipeline run CFG only when guidance_scale > 1
+    elif setup.guidance == "cfg_plus_one" and spec.guidance is not None and spec.guidance > 0:
+        # ZImagePipeline: pos + s * (pos - neg) when s > 0, which is ComfyUI's neg + cfg * (pos - neg) at cfg = s + 1.
+        cfg = spec.guidance + 1
     elif setup.guidance == "true_cfg" and spec.true_cfg is not None and spec.true_cfg > 1:
         cfg = spec.true_cfg  # QwenImagePipeline: true CFG when true_cfg_scale > 1 and a negative prompt is given
     if cfg is not None:

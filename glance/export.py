@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from glance import __version__
-from glance.card import sampling_kwargs
+from glance.card import COMFYUI_MINIMUM, sampling_kwargs
 from glance.comfyui import (
     FAST_LORA_FILE,
     SLOW_LORA_FILE,
@@ -200,6 +200,19 @@ def readme(manifest: RunManifest, spec: WorkflowSpec, loras: dict[str, ExportedL
     ]
     if setup.guidance == "flux_guidance":
         keep.append(f"- **FluxGuidance {spec.guidance:g}**: the guidance the LoRAs were trained at.")
+    if setup.guidance == "cfg_plus_one" and spec.guidance is not None and spec.guidance > 0:
+        keep.append(
+            f"- **CFGGuider cfg {spec.guidance + 1:g}**: Z-Image's guidance {spec.guidance:g} "
+            f"(`ZImagePipeline(guidance_scale={spec.guidance:g})`, pos + s x (pos - neg), no CFG at 0) is "
+            "ComfyUI's cfg s + 1."
+        )
+    if setup.t5_tokenizer_options is not None:
+        min_padding, min_length = setup.t5_tokenizer_options
+        keep.append(
+            f"- **T5TokenizerOptions** (min_padding {min_padding}, min_length {min_length}): pads the T5 prompt "
+            "as the diffusers pipeline the LoRAs were trained and sampled with does; the model attends to "
+            "the padding, and ComfyUI's own default differs."
+        )
     notes = []
     if setup.guidance == "true_cfg" and spec.true_cfg is not None:
         notes.append(
@@ -215,10 +228,25 @@ def readme(manifest: RunManifest, spec: WorkflowSpec, loras: dict[str, ExportedL
             f"- The slow list starts at sigma {spec.sigmas[0]:g}, not 1: ComfyUI starts from noise scaled to that "
             "sigma, diffusers (and `glance infer`) from unscaled noise."
         )
+    if manifest.family == "chroma":
+        notes.append(
+            "- ComfyUI runs Chroma's T5 without an attention mask, ChromaPipeline masks the pad token inside "
+            "T5: the text embedding is close, not equal."
+        )
     notes.append(
         "- ComfyUI encodes the prompt and steps with its own implementations of the model, so its pixels "
         "are not `glance infer`'s even where the graph is the same."
     )
+    notes.append(
+        "- ComfyUI's SaveImage floors each pixel value (x 255, then a cast to uint8) where diffusers rounds: "
+        "from the very same latent its PNG may differ from glance's by one level."
+    )
+    if _is_shipped_model(manifest):
+        notes.append(
+            "- This run's base model is glance's shipped shapes model (`glance demo`): ComfyUI cannot load it, "
+            "as its FLUX loader assumes a head dimension of 128 and the shapes model's is 64. The export "
+            "shows the files and the graph a FLUX.1-dev run gets."
+        )
     local = is_local_model(base_model) or Path(base_model).is_absolute()
     on = f"`{base_model}`" if local else f"[{base_model}](https://huggingface.co/{base_model})"
     return f"""# A Glance LoRA pair for ComfyUI
@@ -226,6 +254,8 @@ def readme(manifest: RunManifest, spec: WorkflowSpec, loras: dict[str, ExportedL
 Trained with glance on {on} ({manifest.family}), at
 {manifest.resolution} px: `glance-slow` learnt the first, high-noise steps and `glance-fast` the later ones.
 Together they sample in {total} steps, on exactly the sigmas they were trained on.
+
+Needs **{COMFYUI_MINIMUM}** (the workflow's ManualSigmas node first shipped in 0.7.0).
 
 ## Where the files go
 
@@ -247,3 +277,9 @@ Change the prompt (node "Prompt") and the seed (node "Seed") as you like.
 
 {chr(10).join(notes)}
 """
+
+
+def _is_shipped_model(manifest: RunManifest) -> bool:
+    from glance.smallmodel import MODEL_DIR
+
+    return any(path and Path(path).resolve() == MODEL_DIR for path in (manifest.model_path, manifest.model))

@@ -1,4 +1,4 @@
-"""Per-family facts: the one place where FLUX, SD3 and Qwen-Image differ.
+"""Per-family facts: the one place where FLUX, SD3, Qwen-Image, Chroma, Z-Image and FLUX.2 differ.
 
 Adding a model family means adding one `Family` here (and its tiny test model, glance/tiny/<family>.py).
 Nothing in this module imports torch or diffusers.
@@ -44,7 +44,9 @@ class Recipe:
     warmup_steps: int = 10
     alpha_per_rank: int = 4  # paper: alpha = 4 x rank
     train_guidance: float | None = None  # FLUX's distilled guidance embedding during training
-    guidance: float = 1.0  # sampling guidance (embedded for FLUX, CFG for SD3)
+    # Sampling guidance, diffusers' guidance_scale: embedded for FLUX; CFG for SD3 and Chroma (on above 1);
+    # Z-Image's CFG pos + s * (pos - neg) (on above 0: 0 is no CFG, and ComfyUI's cfg is s + 1).
+    guidance: float = 1.0
     true_cfg: float | None = None  # Qwen-Image samples with true CFG
     negative_prompt: str | None = None
 
@@ -70,6 +72,19 @@ _SD3_LORA_MODULES = (
     r"proj_out|pos_embed\.proj|context_embedder|norm_out\.linear",
     r"time_text_embed\.(timestep|text)_embedder\.linear_[12]",
 )
+# Chroma is FLUX without the modulation layers (ComfyUI: model_base.Chroma(Flux), the same flux_to_diffusers).
+_CHROMA_LORA_MODULES = (
+    r"transformer_blocks\.\d+\.(attn\.(to_[qkv]|add_[qkv]_proj|to_out\.0|to_add_out)"
+    r"|ff\.net\.(0\.proj|2)|ff_context\.net\.(0\.proj|2))",
+    r"single_transformer_blocks\.\d+\.(attn\.to_[qkv]|proj_mlp|proj_out)",
+    r"proj_out|x_embedder|context_embedder",
+)
+# Z-Image: ComfyUI's Lumina2 branch of the key map, comfy/utils.py z_image_to_diffusers (q, k, v into its qkv).
+_Z_IMAGE_LORA_MODULES = (
+    r"(layers|noise_refiner|context_refiner)\.\d+\.(attention\.(to_[qkv]|to_out\.0)"
+    r"|feed_forward\.w[123]|adaLN_modulation\.0)",
+    r"all_final_layer\.2-1\.(linear|adaLN_modulation\.1)|all_x_embedder\.2-1|cap_embedder\.1|t_embedder\.mlp\.[02]",
+)
 _QWEN_IMAGE_LORA_MODULES = (
     r"transformer_blocks\.\d+\.(attn\.(to_[qkv]|add_[qkv]_proj|to_out\.0|to_add_out)"
     r"|(img|txt)_mod\.1|(img|txt)_mlp\.net\.(0\.proj|2))",
@@ -92,11 +107,15 @@ class ComfyUISetup:
     clip_type: str | None  # the text encoder loader's `type` input (TripleCLIPLoader has none)
     vae_file: str | None  # models/vae; None: the checkpoint's own VAE
     # How diffusers' guidance arguments become nodes: "flux_guidance" (FluxGuidance on the prompt),
-    # "cfg" (CFGGuider when guidance_scale > 1), "true_cfg" (CFGGuider + CFGNorm, see glance/comfyui.py).
+    # "cfg" (CFGGuider when guidance_scale > 1), "cfg_plus_one" (CFGGuider at cfg = guidance_scale + 1 when
+    # guidance_scale > 0: Z-Image), "true_cfg" (CFGGuider + CFGNorm, see glance/comfyui.py).
     guidance: str
     lora_modules: tuple[str, ...]  # regexes: the module names ComfyUI's key map accepts (see above)
     model_files: dict[str, str] = field(default_factory=dict)  # hub id -> file, where it differs from model_file
     empty_latent_node: str = "EmptySD3LatentImage"  # the node making the start latent (16 channels for SD3/FLUX)
+    # T5TokenizerOptions (comfy_extras/nodes_cond.py) (min_padding, min_length) where ComfyUI pads the T5 prompt
+    # otherwise than diffusers, whose model attends to the padding; None: the family's text side needs no node.
+    t5_tokenizer_options: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -259,6 +278,7 @@ FAMILIES: dict[str, Family] = {
             vae_file="ae.safetensors",
             guidance="flux_guidance",
             lora_modules=_FLUX_LORA_MODULES,
+            t5_tokenizer_options=(0, 512),  # ComfyUI pads to 256 (comfy/text_encoders/flux.py), FluxPipeline to 512
         ),
     ),
     "sd3": Family(
@@ -286,12 +306,15 @@ FAMILIES: dict[str, Family] = {
             vae_file=None,
             guidance="cfg",
             lora_modules=_SD3_LORA_MODULES,
+            t5_tokenizer_options=(0, 256),  # ComfyUI pads to 77 (comfy/text_encoders/sd3_clip.py), diffusers to 256
         ),
     ),
     "qwen_image": Family(
         name="qwen_image",
         pipeline_class="QwenImagePipeline",
-        hub_ids=("Qwen/Qwen-Image",),
+        # Qwen-Image-2512 (SimpleTuner's flavour v2.0) is the same pipeline, classes and scheduler; it is
+        # trained, like v1, without a flavour (v2.0 is on SimpleTuner's assistant-LoRA list).
+        hub_ids=("Qwen/Qwen-Image", "Qwen/Qwen-Image-2512"),
         scheduler=SchedulerSettings(
             shift=1.0,
             use_dynamic_shifting=True,
@@ -306,12 +329,66 @@ FAMILIES: dict[str, Family] = {
         comfyui=ComfyUISetup(
             model_loader="UNETLoader",
             model_file="qwen_image_bf16.safetensors",
+            model_files={"Qwen/Qwen-Image-2512": "qwen_image_2512_bf16.safetensors"},
             text_encoder_loader="CLIPLoader",
             text_encoder_files=("qwen_2.5_vl_7b_fp8_scaled.safetensors",),
             clip_type="qwen_image",
             vae_file="qwen_image_vae.safetensors",
             guidance="true_cfg",
             lora_modules=_QWEN_IMAGE_LORA_MODULES,
+        ),
+    ),
+    "chroma": Family(
+        name="chroma",
+        pipeline_class="ChromaPipeline",
+        hub_ids=("lodestones/Chroma1-HD",),
+        # FLUX.1-dev's settings: ChromaPipeline seeds linspace sigmas and computes mu as FluxPipeline does.
+        scheduler=SchedulerSettings(
+            shift=3.0,
+            use_dynamic_shifting=True,
+            base_shift=0.5,
+            max_shift=1.15,
+            base_image_seq_len=256,
+            max_image_seq_len=4096,
+        ),
+        # No published Glance recipe: FLUX's (an 8.9B pruned FLUX); CFG 4 as Chroma's own workflows sample.
+        recipe=Recipe(rank=16, learning_rate=5e-4, guidance=4.0),
+        # SimpleTuner respaces every sampled sigma for Chroma (s < 0.5 -> s^2, else 1 - (1 - s)^2,
+        # chroma/model.py:854-865) unless the uniform schedule is on; with it, the custom list is what trains.
+        simpletuner_extras={"flow_use_uniform_schedule": True},
+        comfyui=ComfyUISetup(
+            model_loader="UNETLoader",
+            model_file="Chroma1-HD.safetensors",
+            text_encoder_loader="CLIPLoader",
+            text_encoder_files=("t5xxl_fp16.safetensors",),
+            clip_type="chroma",
+            vae_file="ae.safetensors",
+            guidance="cfg",
+            lora_modules=_CHROMA_LORA_MODULES,
+            # ComfyUI's Chroma T5 pads nothing (comfy/text_encoders/pixart_t5.py); ChromaPipeline keeps one pad token.
+            t5_tokenizer_options=(1, 0),
+        ),
+    ),
+    "z_image": Family(
+        name="z_image",
+        pipeline_class="ZImagePipeline",
+        hub_ids=("Tongyi-MAI/Z-Image",),
+        # Static shift 6.0 (the base's scheduler config; Turbo's is 3.0): ZImagePipeline passes linspace sigmas.
+        scheduler=SchedulerSettings(shift=6.0),
+        # No published Glance recipe: FLUX's. guidance is Z-Image's CFG s (ComfyUI cfg s + 1); 0 turns it off.
+        recipe=Recipe(rank=16, learning_rate=5e-4, guidance=4.0),
+        # "base" and no assistant LoRA: SimpleTuner's turbo flavours download ostris' training adapter.
+        model_flavour="base",
+        simpletuner_extras={"disable_assistant_lora": True},
+        comfyui=ComfyUISetup(
+            model_loader="UNETLoader",
+            model_file="z_image_bf16.safetensors",
+            text_encoder_loader="CLIPLoader",
+            text_encoder_files=("qwen_3_4b.safetensors",),
+            clip_type="lumina2",
+            vae_file="ae.safetensors",
+            guidance="cfg_plus_one",
+            lora_modules=_Z_IMAGE_LORA_MODULES,
         ),
     ),
     "flux2": Flux2Family(
@@ -384,7 +461,7 @@ def guidance_kwargs(
 ) -> dict:
     """guidance_scale / true_cfg_scale / negative_prompt for a pipeline call: what is given, else the recipe's.
 
-    FLUX reads guidance_scale as its guidance embedding, SD3 as its CFG scale. Qwen-Image has no
+    FLUX reads guidance_scale as its guidance embedding, SD3, Chroma and Z-Image as a CFG scale. Qwen-Image has no
     guidance input and samples with true CFG against a negative prompt instead, so there
     guidance_scale is only passed when asked for. `glance infer` samples with these, and the model
     card's snippet writes them out.

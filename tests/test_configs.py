@@ -19,6 +19,8 @@ HUB_MODELS = {
     "flux": "black-forest-labs/FLUX.1-dev",
     "sd3": "stabilityai/stable-diffusion-3.5-medium",
     "qwen_image": "Qwen/Qwen-Image",
+    "chroma": "lodestones/Chroma1-HD",
+    "z_image": "Tongyi-MAI/Z-Image",
     "flux2": "black-forest-labs/FLUX.2-klein-base-9B",
 }
 
@@ -52,6 +54,9 @@ def test_training_configs_pass_simpletuners_parser(workdir, family):
         # The timesteps survive the round trip, and SimpleTuner reads them as the sigmas glance samples.
         assert parse_list(parsed.flow_custom_timesteps, phase) == lists
         assert to_sigmas(parse_list(parsed.flow_custom_timesteps, phase)) == getattr(plan.lists, f"{phase}_sigmas")
+        # Chroma: no respacing of the list (see test_families.py); Z-Image: the base, never a turbo flavour.
+        assert bool(parsed.flow_use_uniform_schedule) == (family == "chroma")
+        assert parsed.model_flavour == {"z_image": "base", "flux2": "klein-9b"}.get(family)
 
 
 @pytest.mark.slow  # imports SimpleTuner

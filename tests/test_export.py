@@ -116,6 +116,8 @@ def test_workflow_samples_the_trained_sigmas_with_the_switch(tiny, family, tmp_p
         "flux": ("FluxGuidance", "BasicGuider"),
         "sd3": (None, "BasicGuider"),  # guidance 1: StableDiffusion3Pipeline runs no CFG
         "qwen_image": ("CFGNorm", "CFGGuider"),
+        "chroma": (None, "CFGGuider"),  # CFG 4 against "" (ChromaPipeline: CFG above 1)
+        "z_image": (None, "CFGGuider"),  # Z-Image's s = 4 is ComfyUI's cfg 5
         "flux2": (None, "CFGGuider"),  # [klein] base: true CFG 4 against the empty prompt
     }[family]
     assert [g["class_type"] for g in graph.values() if g["class_type"].endswith("Guider")] == [guidance[1]] * 2
@@ -130,6 +132,17 @@ def test_workflow_samples_the_trained_sigmas_with_the_switch(tiny, family, tmp_p
     if family == "qwen_image":
         assert {n["inputs"]["cfg"] for _, n in nodes(graph, "CFGGuider")} == {5.0}
         assert [n["inputs"]["text"] for _, n in nodes(graph, "CLIPTextEncode")] == [PROMPT, " "]
+    if family in ("chroma", "z_image"):
+        cfg = {"chroma": 4.0, "z_image": 5.0}[family]
+        assert {n["inputs"]["cfg"] for _, n in nodes(graph, "CFGGuider")} == {cfg}
+        assert [n["inputs"]["text"] for _, n in nodes(graph, "CLIPTextEncode")] == [PROMPT, ""]
+    # T5 padded as diffusers pads it: FLUX to 512 (ComfyUI: 256), SD3 to 256 (ComfyUI: 77), Chroma one pad token
+    t5 = {"flux": (0, 512), "sd3": (0, 256), "chroma": (1, 0)}.get(family)
+    options = [(n["inputs"]["min_padding"], n["inputs"]["min_length"]) for _, n in nodes(graph, "T5TokenizerOptions")]
+    assert options == ([t5] if t5 else [])
+    if t5:  # between the text encoder loader and every prompt
+        [(options_id, _)] = nodes(graph, "T5TokenizerOptions")
+        assert {n["inputs"]["clip"][0] for _, n in nodes(graph, "CLIPTextEncode")} == {options_id}
 
 
 def test_manual_sigmas_text_parses_back_exactly():
@@ -245,7 +258,7 @@ def _header(path: Path) -> str:
         return handle.metadata()["lora_adapter_metadata"]
 
 
-@pytest.mark.parametrize("family", ["sd3", "qwen_image"])
+@pytest.mark.parametrize("family", ["sd3", "qwen_image", "chroma", "z_image"])
 def test_strength_by_comfyui_rule_equals_diffusers_fuse(tiny, family, tmp_path):
     model = tiny(family)
     assert export(tiny_run(model, tmp_path), tmp_path / "out").exit_code == 0
@@ -258,6 +271,8 @@ def test_strength_of_the_trained_pair(trained_run, tmp_path):
     manifest = load_manifest(trained_run.output / MANIFEST_NAME)
     slow = manifest.lora_dir("slow", trained_run.output / MANIFEST_NAME)
     _strength_check("flux", trained_run.model, slow, tmp_path / "out" / "glance-slow.safetensors", tmp_path)
+    readme = (tmp_path / "out" / "README.md").read_text()  # where the demo and the export meet
+    assert "ComfyUI 0.7.0 or newer" in readme and "shipped shapes model" in readme and "head dimension of 128" in readme
 
 
 # Replayed: the workflow samples what glance infer samples
@@ -286,7 +301,7 @@ def _replay_against_infer(family, model_dir, run, tmp_path, prompt, seed, *, exa
     return replayed, glance
 
 
-@pytest.mark.parametrize("family", ["flux", "sd3"])
+@pytest.mark.parametrize("family", ["flux", "sd3", "chroma", "z_image"])
 def test_workflow_replays_like_glance_infer(tiny, family, tmp_path):
     model = tiny(family)
     _replay_against_infer(family, model.model, tiny_run(model, tmp_path), tmp_path, "a blue square", 5)

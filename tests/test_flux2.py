@@ -7,12 +7,11 @@ import json
 
 import numpy as np
 import pytest
-from support.flux2_training import KLEIN_RESOLUTION, KLEIN_STEPS
+from support.family_runs import RESOLUTION, STEPS
 
 from glance.families import FAMILIES, GlanceError, model_schedule, resolve_family
-from glance.manifest import MANIFEST_NAME, load_manifest
 from glance.run_plan import TrainSettings, plan_run
-from glance.schedule import FAST_INDICES, SLOW_INDICES, base_schedule, default_lists, to_sigmas
+from glance.schedule import FAST_INDICES, SLOW_INDICES, base_schedule, default_lists
 
 FLUX2 = FAMILIES["flux2"]
 KLEIN_4B, KLEIN_9B, DEV = (
@@ -126,42 +125,37 @@ def test_configs_always_name_the_flavour(tmp_path, model, flavour):
     assert plan.configs["slow"].flux_guidance_value == (1.0 if flavour == "dev" else None)
 
 
-def test_simpletuner_trained_on_exactly_the_lists(trained_klein):
-    """The sigmas SimpleTuner noised each batch with, recorded inside it: every one from its phase's list."""
-    manifest = load_manifest(trained_klein.output / MANIFEST_NAME)
-    lists = manifest.lists
-    assert lists == default_lists(FLUX2, model_schedule(str(trained_klein.model), FLUX2), KLEIN_RESOLUTION)
-    recorded = trained_klein.recorded()
-    assert len(recorded) == 2 * KLEIN_STEPS  # one batch of one image per step, slow phase then fast
-    slow, fast = [s for batch in recorded[:KLEIN_STEPS] for s in batch], [s for b in recorded[KLEIN_STEPS:] for s in b]
-    assert set(slow) <= set(to_sigmas(lists.slow)) and set(fast) <= set(to_sigmas(lists.fast))
-    assert len(set(slow)) > 1 and len(set(fast)) > 1  # drawn from the list, not one fixed value
+def test_simpletuner_trained_on_exactly_the_lists(flux2_run):
+    """The sigmas SimpleTuner fed the model, recorded inside it (tests/support/trained_sigmas): all its phase's list."""
+    lists = flux2_run.manifest.lists
+    assert lists == default_lists(FLUX2, model_schedule(str(flux2_run.model), FLUX2), RESOLUTION)
     for phase in ("slow", "fast"):
-        config = json.loads((trained_klein.root / "config" / f"glance-{phase}.json").read_text())
-        assert config["model_flavour"] == "klein-4b"
+        trained = flux2_run.trained_sigmas(phase)
+        assert len(trained) == STEPS  # one batch of one image per step
+        assert set(trained) <= set(getattr(lists, f"{phase}_sigmas"))
+        assert flux2_run.config(phase)["model_flavour"] == "klein-4b"
 
 
-def test_trained_klein_samples_exactly_the_trained_sigmas(trained_klein, tmp_path):
+def test_trained_klein_samples_exactly_the_trained_sigmas(flux2_run, tmp_path):
     from glance.infer import options_from_manifest, run_infer
 
-    options = options_from_manifest(trained_klein.output, prompt="a red circle", out=tmp_path / "k.png", device="cpu")
-    run = run_infer(options)
-    result = run.images[0]
-    lists = load_manifest(trained_klein.output / MANIFEST_NAME).lists
+    options = options_from_manifest(flux2_run.output, prompt="a red circle", out=tmp_path / "k.png", device="cpu")
+    result = run_infer(options).images[0]
+    lists = flux2_run.manifest.lists
     assert [step.sigma for step in result.trace] == lists.sigmas
     switch = len(lists.slow)
     assert [step.adapters for step in result.trace] == [("slow",)] * switch + [("fast",)] * len(lists.fast)
     assert result.summary["guidance"] == 4.0  # true CFG, against the empty prompt
 
 
-def test_trained_klein_exports_for_comfyui(trained_klein, tmp_path):
+def test_trained_klein_exports_for_comfyui(flux2_run, tmp_path):
     """SimpleTuner's FLUX.2 targets (double-block attention and the single blocks' fused to_qkv_mlp_proj) all map."""
     from typer.testing import CliRunner
 
     from glance.cli import app
 
     out = tmp_path / "comfyui"
-    result = CliRunner().invoke(app, ["export", "comfyui", "-o", str(trained_klein.output), "--out", str(out)])
+    result = CliRunner().invoke(app, ["export", "comfyui", "-o", str(flux2_run.output), "--out", str(out)])
     assert result.exit_code == 0, result.output
     graph = json.loads((out / "glance-workflow.json").read_text())
     assert [n["class_type"] for n in graph.values() if n["class_type"].startswith("Empty")] == ["EmptyFlux2LatentImage"]

@@ -31,10 +31,12 @@ from pathlib import Path
 from glance import __version__
 from glance.families import GlanceError, get_family
 from glance.files import needs_writing, replace_folder, write_atomic
+from glance.tiny.chroma import chroma_pipeline
 from glance.tiny.flux import flux_pipeline
 from glance.tiny.flux2 import flux2_dev_pipeline, flux2_klein_pipeline
 from glance.tiny.qwen_image import qwen_image_pipeline
 from glance.tiny.sd3 import sd3_pipeline
+from glance.tiny.z_image import z_image_pipeline
 
 SCALES = ("tiny", "bench", "full")
 STAMP_NAME = "glance-tiny.json"  # written last: a folder without it is not a finished build
@@ -43,6 +45,8 @@ BUILDERS = {
     "flux": flux_pipeline,
     "sd3": sd3_pipeline,
     "qwen_image": qwen_image_pipeline,
+    "chroma": chroma_pipeline,
+    "z_image": z_image_pipeline,
     "flux2": flux2_klein_pipeline,  # FLUX.2 [klein] base
 }
 # Models of a family beyond its default one: name -> (family, builder)

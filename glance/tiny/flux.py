@@ -54,9 +54,9 @@ def flux_transformer(seed: int, scale: str):
         torch.set_default_dtype(default_dtype)
 
 
-def flux_pipeline(seed: int, scale: str):
-    from diffusers import AutoencoderKL, FluxPipeline
-    from transformers import CLIPTextModel
+def flux_vae(seed: int, scale: str):
+    """FLUX's AutoencoderKL at `scale` (Chroma and Z-Image decode with FLUX's VAE too)."""
+    from diffusers import AutoencoderKL
 
     if scale == "tiny":
         # One block: no downsampling, one latent channel (diffusers' test VAE).
@@ -64,7 +64,7 @@ def flux_pipeline(seed: int, scale: str):
     else:
         # Four blocks: 8x downsampling and 16 latent channels like FLUX's VAE, with few features.
         vae_config = dict(block_out_channels=(16, 16, 32, 32), latent_channels=16, norm_num_groups=8)
-    vae = seeded(
+    return seeded(
         seed,
         lambda: AutoencoderKL(
             in_channels=3,
@@ -80,6 +80,13 @@ def flux_pipeline(seed: int, scale: str):
             **vae_config,
         ),
     )
+
+
+def flux_pipeline(seed: int, scale: str):
+    from diffusers import FluxPipeline
+    from transformers import CLIPTextModel
+
+    vae = flux_vae(seed, scale)
     transformer = flux_transformer(seed, scale)
 
     tokenizer = clip_tokenizer()

@@ -21,11 +21,10 @@ USER_DEBUG_LOG = "the user's own debug.log, not SimpleTuner's\n"
 STEPS = DEMO_STEPS  # the demo's own: the quality tests compare this pair with the benchmark's
 
 
-def run_glance(*args: str, cwd: Path, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """The real entry point, offline, with the real SimpleTuner (or what `extra_env` names instead)."""
+def run_glance(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """The real entry point, offline, with the real SimpleTuner."""
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     env.pop("GLANCE_SIMPLETUNER", None)
-    env.update(extra_env or {})
     return subprocess.run(
         [sys.executable, "-m", "glance", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
     )
