@@ -183,6 +183,18 @@ _FLUX2_LORA_MODULES = (
     r"single_transformer_blocks\.\d+\.attn\.to_qkv_mlp_proj",
 )
 FLUX2_DEV_TEXT_ENCODER_REPO = "mistralai/Mistral-Small-3.1-24B-Instruct-2503"  # SimpleTuner's MISTRAL_PATH
+_FLUX2_KLEIN_COMFYUI = ComfyUISetup(
+    model_loader="UNETLoader",
+    model_file="flux-2-klein-base-4b.safetensors",
+    model_files={"black-forest-labs/FLUX.2-klein-base-9B": "flux-2-klein-base-9b.safetensors"},
+    text_encoder_loader="CLIPLoader",
+    text_encoder_files=("qwen_3_4b.safetensors",),  # klein 9B: qwen_3_8b (Family.flavours)
+    clip_type="flux2",
+    vae_file="flux2-vae.safetensors",
+    guidance="cfg",
+    lora_modules=_FLUX2_LORA_MODULES,
+    empty_latent_node="EmptyFlux2LatentImage",
+)
 _FLUX2_HUB_FLAVOURS = {
     "black-forest-labs/FLUX.2-klein-base-4B": "klein-4b",
     "black-forest-labs/FLUX.2-klein-base-9B": "klein-9b",
@@ -205,10 +217,11 @@ class Flux2Family(Family):
     klein-4b / klein-9b load the model's own Qwen3 text encoder; any other flavour, none included,
     loads the 24B Mistral encoder from the Hub (SimpleTuner flux2/model.py:443-446, 542). So the flavour
     is always written, read from the model itself. [klein] base samples with true CFG (guidance_scale
-    above 1, against an empty prompt); [dev] with an embedded guidance like FLUX.1: `dev` holds what it changes.
+    above 1, against an empty prompt); [dev] with an embedded guidance like FLUX.1. `flavours`: what a
+    flavour changes of the family (dataclasses.replace keywords), applied by `for_model`.
     """
 
-    dev: dict = field(default_factory=dict)
+    flavours: dict[str, dict] = field(default_factory=dict)
 
     def flavour_for(self, model: str) -> str:
         if not is_local_model(model):
@@ -248,10 +261,10 @@ class Flux2Family(Family):
 
     def for_model(self, model: str) -> Family:
         try:
-            dev = self.flavour_for(model) == "dev"
+            flavour = self.flavour_for(model)
         except GlanceError:
             return self  # refused where it matters (training); here the klein defaults stand
-        return replace(self, **self.dev) if dev else self
+        return replace(self, **self.flavours[flavour]) if flavour in self.flavours else self
 
 
 FAMILIES: dict[str, Family] = {
@@ -410,35 +423,27 @@ FAMILIES: dict[str, Family] = {
         default_sigmas="empirical_mu",
         # FLUX's paper recipe (rank 16, 5e-4); [klein] base is sampled with true CFG 4 (its pipeline's default).
         recipe=Recipe(rank=16, learning_rate=5e-4, guidance=4.0),
-        comfyui=ComfyUISetup(
-            model_loader="UNETLoader",
-            model_file="flux-2-klein-base-4b.safetensors",
-            model_files={"black-forest-labs/FLUX.2-klein-base-9B": "flux-2-klein-base-9b.safetensors"},
-            text_encoder_loader="CLIPLoader",
-            text_encoder_files=("qwen_3_4b.safetensors",),
-            clip_type="flux2",
-            vae_file="flux2-vae.safetensors",
-            guidance="cfg",
-            lora_modules=_FLUX2_LORA_MODULES,
-            empty_latent_node="EmptyFlux2LatentImage",
-        ),
-        dev=dict(
-            pipeline_class="Flux2Pipeline",
-            pipeline_classes=("Flux2KleinPipeline",),
-            # SimpleTuner trains FLUX.2 at guidance 1 whatever it is told (flux2/model.py:1303-1304): sampled so.
-            recipe=Recipe(rank=16, learning_rate=5e-4, train_guidance=1.0, guidance=1.0),
-            comfyui=ComfyUISetup(
-                model_loader="UNETLoader",
-                model_file="flux2_dev_fp8mixed.safetensors",
-                text_encoder_loader="CLIPLoader",
-                text_encoder_files=("mistral_3_small_flux2_bf16.safetensors",),
-                clip_type="flux2",
-                vae_file="flux2-vae.safetensors",
-                guidance="flux_guidance",
-                lora_modules=_FLUX2_LORA_MODULES,
-                empty_latent_node="EmptyFlux2LatentImage",
+        comfyui=_FLUX2_KLEIN_COMFYUI,
+        flavours={
+            "klein-9b": dict(comfyui=replace(_FLUX2_KLEIN_COMFYUI, text_encoder_files=("qwen_3_8b.safetensors",))),
+            "dev": dict(
+                pipeline_class="Flux2Pipeline",
+                pipeline_classes=("Flux2KleinPipeline",),
+                # SimpleTuner trains FLUX.2 at guidance 1 whatever it is told (flux2/model.py:1303-1304): sampled so.
+                recipe=Recipe(rank=16, learning_rate=5e-4, train_guidance=1.0, guidance=1.0),
+                comfyui=ComfyUISetup(
+                    model_loader="UNETLoader",
+                    model_file="flux2_dev_fp8mixed.safetensors",
+                    text_encoder_loader="CLIPLoader",
+                    text_encoder_files=("mistral_3_small_flux2_bf16.safetensors",),
+                    clip_type="flux2",
+                    vae_file="flux2-vae.safetensors",
+                    guidance="flux_guidance",
+                    lora_modules=_FLUX2_LORA_MODULES,
+                    empty_latent_node="EmptyFlux2LatentImage",
+                ),
             ),
-        ),
+        },
     ),
 }
 

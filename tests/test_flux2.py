@@ -109,6 +109,12 @@ def test_hub_ids_resolve_and_the_distilled_klein_is_refused():
     dev = resolve_family(DEV, None)
     assert (dev.pipeline_class, dev.recipe.train_guidance) == ("Flux2Pipeline", 1.0)
     assert dev.comfyui.guidance == "flux_guidance"  # embedded guidance, like FLUX.1
+    from glance.comfyui import default_files
+
+    nine = default_files("flux2", KLEIN_9B)  # ComfyUI's files of the 9B: its own model and Qwen3-8B
+    assert (nine.model, nine.text_encoders) == ("flux-2-klein-base-9b.safetensors", ("qwen_3_8b.safetensors",))
+    assert default_files("flux2", KLEIN_4B).text_encoders == ("qwen_3_4b.safetensors",)
+    assert default_files("flux2", DEV).model == "flux2_dev_fp8mixed.safetensors"
     for size in ("4B", "9B"):
         with pytest.raises(GlanceError, match=f"--model black-forest-labs/FLUX.2-klein-base-{size}"):
             resolve_family(f"black-forest-labs/FLUX.2-klein-{size}", None)
