@@ -26,6 +26,7 @@ KNOWN_LICENSES: dict[str, dict[str, str]] = {
     "Qwen/Qwen-Image-2512": {"license": "apache-2.0"},
     "lodestones/Chroma1-HD": {"license": "apache-2.0"},
     "Tongyi-MAI/Z-Image": {"license": "apache-2.0"},
+    "black-forest-labs/FLUX.2-klein-base-4B": {"license": "apache-2.0"},
     "stabilityai/stable-diffusion-3-medium-diffusers": {
         "license": "other",
         "license_name": "stabilityai-ai-community",
@@ -61,12 +62,13 @@ class TrainingImage:
 
 def sampling_kwargs(manifest: RunManifest) -> dict:
     """The guidance arguments `glance infer` passes by default for this run (families.guidance_kwargs)."""
-    return guidance_kwargs(get_family(manifest.family).recipe, guidance=manifest.train_guidance)
+    family = get_family(manifest.family).for_model(manifest.model)  # FLUX.2 [dev] guides otherwise than [klein]
+    return guidance_kwargs(family.recipe, guidance=manifest.train_guidance)
 
 
 def diffusers_snippet(manifest: RunManifest, repo_id: str, base_model: str, prompt: str, seed: int = 0) -> str:
     """Plain diffusers code that samples the pair exactly as `glance infer` does."""
-    family = get_family(manifest.family)
+    family = get_family(manifest.family).for_model(manifest.model)
     pipeline_class = family.pipeline_class_for(manifest.model_path or manifest.model)  # the class its model is
     lists = manifest.lists
     kwargs = "".join(f"    {name}={_py(value)},\n" for name, value in sampling_kwargs(manifest).items())

@@ -49,7 +49,7 @@ def default_files(
     vae_file: str | None = None,
 ) -> ComfyUIFiles:
     """ComfyUI users' names for the base model's files (the hub id picks among a family's models); overrides win."""
-    setup = comfyui_setup(family_name)
+    setup = comfyui_setup(family_name, model)
     if text_encoders is not None and len(text_encoders) != len(setup.text_encoder_files):
         need = len(setup.text_encoder_files)
         raise GlanceError(
@@ -65,8 +65,11 @@ def default_files(
     )
 
 
-def comfyui_setup(family_name: str) -> ComfyUISetup:
+def comfyui_setup(family_name: str, model: str | None = None) -> ComfyUISetup:
+    """The family's ComfyUI setup; `model` (a hub id or folder) picks a flavour's where they differ (FLUX.2)."""
     family = get_family(family_name)
+    if model is not None:
+        family = family.for_model(model)
     if family.comfyui is None:
         raise GlanceError(f"glance has no ComfyUI workflow for the {family_name} family")
     return family.comfyui
@@ -78,6 +81,7 @@ class WorkflowSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     family: str
+    model: str | None = None  # the base model (hub id or folder): picks a FLUX.2 flavour's nodes and files
     prompt: str
     negative_prompt: str | None = None
     seed: int = Field(0, ge=0, le=0xFFFFFFFFFFFFFFFF)  # RandomNoise's range
@@ -104,7 +108,7 @@ def manual_sigmas_text(sigmas: list[float]) -> str:
 
 def build_workflow(spec: WorkflowSpec) -> dict:
     """The API-format graph: {node id: {"inputs", "class_type", "_meta"}}, links as [node id, output index]."""
-    setup = comfyui_setup(spec.family)
+    setup = comfyui_setup(spec.family, spec.model)
     if spec.switch is not None and not 0 < spec.switch < len(spec.sigmas):
         raise GlanceError(f"the switch step {spec.switch} does not split {len(spec.sigmas)} sigmas in two")
     graph = _Graph()
@@ -196,6 +200,7 @@ def spec_from_record(record: dict, files: ComfyUIFiles | None = None) -> Workflo
             raise GlanceError("the record has no step with the fast LoRA")
     return WorkflowSpec(
         family=record["family"],
+        model=record.get("model"),
         prompt=record["prompt"],
         negative_prompt=record.get("negative_prompt"),
         seed=record["seed"],

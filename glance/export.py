@@ -152,7 +152,7 @@ def comfyui_files(
     manifest: RunManifest, manifest_path: Path, *, prompt: str, seed: int, base_model: str, files: ComfyUIFiles
 ) -> ComfyUIExport:
     """The four files, in memory: both LoRAs, the workflow, the README."""
-    setup = comfyui_setup(manifest.family)
+    setup = comfyui_setup(manifest.family, manifest.model)
     lists = manifest.lists
     loras = {phase: read_lora(phase, manifest.lora_dir(phase, manifest_path)) for phase in PHASES}
     for lora in loras.values():
@@ -160,6 +160,7 @@ def comfyui_files(
     guidance = sampling_kwargs(manifest)  # the guidance glance infer samples this run with by default
     spec = WorkflowSpec(
         family=manifest.family,
+        model=manifest.model,
         prompt=prompt,
         negative_prompt=guidance.get("negative_prompt"),
         seed=seed,
@@ -192,7 +193,7 @@ def comfyui_files(
 
 def readme(manifest: RunManifest, spec: WorkflowSpec, loras: dict[str, ExportedLora], base_model: str) -> str:
     """Where each file goes in a ComfyUI install, and what must stay as it is."""
-    setup = comfyui_setup(manifest.family)
+    setup = comfyui_setup(manifest.family, manifest.model)
     files = spec.files
     slow, total = switch_step(manifest.lists), len(spec.sigmas)
     model_folder = "checkpoints" if setup.model_loader == "CheckpointLoaderSimple" else "diffusion_models"

@@ -1,4 +1,4 @@
-"""Per-family facts: the one place where FLUX, SD3, Qwen-Image, Chroma and Z-Image differ.
+"""Per-family facts: the one place where FLUX, SD3, Qwen-Image, Chroma, Z-Image and FLUX.2 differ.
 
 Adding a model family means adding one `Family` here (and its tiny test model, glance/tiny/<family>.py).
 Nothing in this module imports torch or diffusers.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 
@@ -138,6 +138,7 @@ class Family:
     # More diffusers classes of this family, detected from a model's model_index.json and loaded as named there.
     pipeline_classes: tuple[str, ...] = ()
     model_flavour: str | None = None  # SimpleTuner's model_flavour; None: not written (see flavour_for)
+    refused_hub_ids: dict[str, str] = field(default_factory=dict)  # hub id -> why glance does not train it
 
     @property
     def all_pipeline_classes(self) -> tuple[str, ...]:
@@ -150,6 +151,15 @@ class Family:
         encoders) by flavour, not by the model's files, so a family whose models differ says which here.
         """
         return self.model_flavour
+
+    def text_encoder_parts(self, model: str) -> tuple[str, tuple[Path, ...]] | None:
+        """(hub id, folders of `model`) when SimpleTuner loads the text encoder by a fixed hub id, not from the
+        model: glance then serves those folders as that repo from a run-private Hub cache. None: from the model."""
+        return None
+
+    def for_model(self, model: str) -> Family:
+        """This family as `model` is sampled: a family whose flavours sample differently (FLUX.2) narrows here."""
+        return self
 
     def pipeline_class_for(self, model: str) -> str:
         """The diffusers class to load `model` with: the one its model_index.json names, if it is this family's."""
@@ -165,6 +175,97 @@ class Family:
         """Packed image tokens the pipeline computes mu from (1024x1024 at /8 /2 -> 4096)."""
         per_token = vae_scale_factor * self.patch_size
         return (height // per_token) * (width // per_token)
+
+
+# FLUX.2 [klein] base and [dev]: ComfyUI's core Flux2 model (comfy/model_base.py, class Flux2(Flux)); the file names
+# are those of the Comfy-Org/flux2-klein and Comfy-Org/flux2-dev repackaged models.
+_FLUX2_LORA_MODULES = (
+    r"transformer_blocks\.\d+\.attn\.(to_[qkv]|to_out\.0)",
+    r"single_transformer_blocks\.\d+\.attn\.to_qkv_mlp_proj",
+)
+FLUX2_DEV_TEXT_ENCODER_REPO = "mistralai/Mistral-Small-3.1-24B-Instruct-2503"  # SimpleTuner's MISTRAL_PATH
+_FLUX2_KLEIN_COMFYUI = ComfyUISetup(
+    model_loader="UNETLoader",
+    model_file="flux-2-klein-base-4b.safetensors",
+    model_files={"black-forest-labs/FLUX.2-klein-base-9B": "flux-2-klein-base-9b.safetensors"},
+    text_encoder_loader="CLIPLoader",
+    text_encoder_files=("qwen_3_4b.safetensors",),  # klein 9B: qwen_3_8b (Family.flavours)
+    clip_type="flux2",
+    vae_file="flux2-vae.safetensors",
+    guidance="cfg",
+    lora_modules=_FLUX2_LORA_MODULES,
+    empty_latent_node="EmptyFlux2LatentImage",
+)
+_FLUX2_HUB_FLAVOURS = {
+    "black-forest-labs/FLUX.2-klein-base-4B": "klein-4b",
+    "black-forest-labs/FLUX.2-klein-base-9B": "klein-9b",
+    "black-forest-labs/FLUX.2-dev": "dev",
+}
+# BFL's step-distilled [klein] (4 steps, no CFG): other weights than the base models a fine-tune starts from.
+_FLUX2_DISTILLED = {
+    f"black-forest-labs/FLUX.2-klein-{size}": (
+        f"BFL's step-distilled FLUX.2 [klein] (4 steps already); glance trains on the base model: "
+        f"--model black-forest-labs/FLUX.2-klein-base-{size}"
+    )
+    for size in ("4B", "9B")
+}
+
+
+@dataclass(frozen=True)
+class Flux2Family(Family):
+    """FLUX.2: one SimpleTuner family (`flux2`) whose code path SimpleTuner picks by `model_flavour` alone.
+
+    klein-4b / klein-9b load the model's own Qwen3 text encoder; any other flavour, none included,
+    loads the 24B Mistral encoder from the Hub (SimpleTuner flux2/model.py:443-446, 542). So the flavour
+    is always written, read from the model itself. [klein] base samples with true CFG (guidance_scale
+    above 1, against an empty prompt); [dev] with an embedded guidance like FLUX.1. `flavours`: what a
+    flavour changes of the family (dataclasses.replace keywords), applied by `for_model`.
+    """
+
+    flavours: dict[str, dict] = field(default_factory=dict)
+
+    def flavour_for(self, model: str) -> str:
+        if not is_local_model(model):
+            if model in self.refused_hub_ids:
+                raise GlanceError(f"{model}: {self.refused_hub_ids[model]}")
+            if model in _FLUX2_HUB_FLAVOURS:
+                return _FLUX2_HUB_FLAVOURS[model]
+            raise GlanceError(
+                f"cannot tell whether {model} is FLUX.2 [klein] 4B, 9B or [dev] without its files; "
+                "download it and pass the local folder"
+            )
+        root = Path(model).expanduser()
+        index_path = root / "model_index.json"
+        index = read_json(index_path) if index_path.is_file() else {}
+        if index.get("_class_name") == "Flux2Pipeline":
+            return "dev"
+        if index.get("is_distilled"):
+            raise GlanceError(f"{model} is a step-distilled FLUX.2 [klein] (is_distilled); train on a base model")
+        # klein 4B reads Qwen3-4B (width 2560), 9B Qwen3-8B (4096); the transformer takes three of its layers.
+        encoder, transformer = root / "text_encoder" / "config.json", root / "transformer" / "config.json"
+        if encoder.is_file():
+            width = read_json(encoder).get("hidden_size")
+        elif transformer.is_file():
+            width = read_json(transformer).get("joint_attention_dim", 0) // 3
+        else:
+            raise GlanceError(f"{model} has no text_encoder/config.json: cannot tell FLUX.2 [klein] 4B from 9B")
+        return "klein-9b" if width and width >= 4096 else "klein-4b"
+
+    def text_encoder_parts(self, model: str) -> tuple[str, tuple[Path, ...]] | None:
+        """[dev]: SimpleTuner 4.10.1 loads the Mistral encoder and its processor from the Hub's repo, always
+        (flux2/model.py:542; `pretrained_text_encoder_model_name_or_path` is read there but is no option of its
+        parser), while the model's own folder holds them as text_encoder/ and tokenizer/."""
+        if not is_local_model(model) or self.flavour_for(model) != "dev":
+            return None
+        root = Path(model).expanduser()
+        return FLUX2_DEV_TEXT_ENCODER_REPO, (root / "text_encoder", root / "tokenizer")
+
+    def for_model(self, model: str) -> Family:
+        try:
+            flavour = self.flavour_for(model)
+        except GlanceError:
+            return self  # refused where it matters (training); here the klein defaults stand
+        return replace(self, **self.flavours[flavour]) if flavour in self.flavours else self
 
 
 FAMILIES: dict[str, Family] = {
@@ -304,6 +405,47 @@ FAMILIES: dict[str, Family] = {
             lora_modules=_Z_IMAGE_LORA_MODULES,
         ),
     ),
+    "flux2": Flux2Family(
+        name="flux2",
+        pipeline_class="Flux2KleinPipeline",
+        pipeline_classes=("Flux2Pipeline",),
+        hub_ids=tuple(_FLUX2_HUB_FLAVOURS),
+        refused_hub_ids=_FLUX2_DISTILLED,
+        # SimpleTuner's copy of the hub config (flux2/model.py SCHEDULER_CONFIG); with empirical mu only the
+        # exponential time shift is used: the pipelines pass mu = compute_empirical_mu(tokens, steps).
+        scheduler=SchedulerSettings(
+            shift=3.0,
+            use_dynamic_shifting=True,
+            base_shift=0.5,
+            max_shift=1.15,
+            base_image_seq_len=256,
+            max_image_seq_len=4096,
+        ),
+        default_sigmas="empirical_mu",
+        # FLUX's paper recipe (rank 16, 5e-4); [klein] base is sampled with true CFG 4 (its pipeline's default).
+        recipe=Recipe(rank=16, learning_rate=5e-4, guidance=4.0),
+        comfyui=_FLUX2_KLEIN_COMFYUI,
+        flavours={
+            "klein-9b": dict(comfyui=replace(_FLUX2_KLEIN_COMFYUI, text_encoder_files=("qwen_3_8b.safetensors",))),
+            "dev": dict(
+                pipeline_class="Flux2Pipeline",
+                pipeline_classes=("Flux2KleinPipeline",),
+                # SimpleTuner trains FLUX.2 at guidance 1 whatever it is told (flux2/model.py:1303-1304): sampled so.
+                recipe=Recipe(rank=16, learning_rate=5e-4, train_guidance=1.0, guidance=1.0),
+                comfyui=ComfyUISetup(
+                    model_loader="UNETLoader",
+                    model_file="flux2_dev_fp8mixed.safetensors",
+                    text_encoder_loader="CLIPLoader",
+                    text_encoder_files=("mistral_3_small_flux2_bf16.safetensors",),
+                    clip_type="flux2",
+                    vae_file="flux2-vae.safetensors",
+                    guidance="flux_guidance",
+                    lora_modules=_FLUX2_LORA_MODULES,
+                    empty_latent_node="EmptyFlux2LatentImage",
+                ),
+            ),
+        },
+    ),
 }
 
 DEFAULT_MODEL = "black-forest-labs/FLUX.1-dev"
@@ -376,16 +518,19 @@ def resolve_family(model: str, family: str | None) -> Family:
         if index.is_file():
             detected = _PIPELINE_TO_FAMILY.get(read_json(index).get("_class_name"))
     else:
+        for known in FAMILIES.values():
+            if model in known.refused_hub_ids:
+                raise GlanceError(f"{model}: {known.refused_hub_ids[model]}")
         detected = next((f.name for f in FAMILIES.values() if model in f.hub_ids), None)
     if family is not None:
         chosen = get_family(family)
         if detected is not None and detected != chosen.name:
             raise GlanceError(f"--family {chosen.name} does not match {model}, which is a {detected} model")
-        return chosen
+        return chosen.for_model(model)
     if detected is None:
         known = ", ".join(FAMILIES)
         raise GlanceError(f"cannot tell the model family of {model!r}; pass --family ({known})")
-    return FAMILIES[detected]
+    return FAMILIES[detected].for_model(model)
 
 
 @dataclass(frozen=True)

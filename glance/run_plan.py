@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from glance.families import DEFAULT_MODEL, FAMILIES, Family, model_schedule, resolve_family
+from glance.families import DEFAULT_MODEL, FAMILIES, Family, GlanceError, model_schedule, resolve_family
 from glance.files import check_writable_dir, folder_fingerprint, needs_writing, write_atomic
 from glance.hub import ModelSource, resolve_model
 from glance.manifest import MANIFEST_NAME, PHASES, PhaseName
@@ -91,6 +91,7 @@ class RunPlan:
     config_paths: dict[PhaseName, Path]
     memory: TrainingPlan
     notes: list[str]  # what the run changes of the user's input (a flattened image, a cut caption): said once
+    text_encoder_parts: tuple[str, tuple[Path, ...]] | None = None  # Family.text_encoder_parts: served from HUB_CACHE
 
     @property
     def output_dir(self) -> Path:
@@ -99,6 +100,11 @@ class RunPlan:
     @property
     def dataset_dir(self) -> Path:
         return self.output_dir / "dataset"
+
+    @property
+    def hub_cache_dir(self) -> Path:
+        """A Hub cache of this run's own, for the phases (HF_HUB_CACHE) when the text encoder is served from it."""
+        return self.output_dir / "hub-cache"
 
     @property
     def cache_dir(self) -> Path:
@@ -227,7 +233,10 @@ def plan_run(settings: TrainSettings, *, fetch: bool = False) -> RunPlan:
     }
     config_paths = {phase: cfg_dir / f"glance-{phase}.json" for phase in PHASES}
     notes = [note for note in (_transparency_note(pair), caption_length_note(pair.caption, source.folder)) if note]
-    return RunPlan(settings, source, family, pair, lists, cuda, dataloaders, configs, config_paths, memory, notes)
+    return RunPlan(
+        settings, source, family, pair, lists, cuda, dataloaders, configs, config_paths, memory, notes,
+        family.text_encoder_parts(model),
+    )  # fmt: skip
 
 
 def _transparency_note(pair: ImagePair) -> str | None:
@@ -250,9 +259,41 @@ def write_configs(plan: RunPlan, *, force: bool = False, replaceable: frozenset[
     }
     _reset_stale_caches(plan)
     stage_pair(plan.pair, plan.dataset_dir)
+    _stage_text_encoder(plan)
     for path, text in to_write.items():
         write_atomic(path, text)
     return list(files)
+
+
+HUB_CACHE_COMMIT = "0" * 40  # the one snapshot of a repo in the run's own Hub cache
+
+
+def _stage_text_encoder(plan: RunPlan) -> None:
+    """Serve the model's text-encoder folders as the hub repo SimpleTuner asks for, in the run's own Hub cache.
+
+    The phases run offline with HF_HUB_CACHE there (glance/phase.py), so the repo resolves to links to the
+    model's files: nothing copied, nothing downloaded, the user's own cache untouched.
+    """
+    if plan.text_encoder_parts is None:
+        return
+    repo, parts = plan.text_encoder_parts
+    for part in parts:
+        if not part.is_dir():
+            raise GlanceError(f"{part} is missing: the model folder has no {part.name}/ for SimpleTuner's text encoder")
+    repo_dir = plan.hub_cache_dir / f"models--{repo.replace('/', '--')}"
+    if repo_dir.exists():
+        shutil.rmtree(repo_dir)
+    snapshot = repo_dir / "snapshots" / HUB_CACHE_COMMIT
+    snapshot.mkdir(parents=True)
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text(HUB_CACHE_COMMIT)
+    for part in parts:
+        for file in sorted(part.iterdir()):
+            link = snapshot / file.name
+            if link.exists():
+                names = ", ".join(p.name for p in parts)
+                raise GlanceError(f"{file.name} is in more than one of {names}: cannot serve them as {repo}")
+            link.symlink_to(file.resolve())
 
 
 def _reset_stale_caches(plan: RunPlan) -> None:

@@ -46,6 +46,21 @@ def _resolution_mu(settings, seq_len: int) -> float:
     return seq_len * slope + settings.base_shift - slope * settings.base_image_seq_len
 
 
+def empirical_mu(seq_len: int, steps: int) -> float:
+    """FLUX.2's mu (diffusers pipeline_flux2.py, compute_empirical_mu): fitted on 10 and 200 steps, linear in both.
+
+    Above 4300 tokens it depends on the size alone; below, fewer steps shift more (mu falls as `steps` grows).
+    """
+    a1, b1 = 8.73809524e-05, 1.89833333
+    a2, b2 = 0.00016927, 0.45666666
+    m_200 = a2 * seq_len + b2
+    if seq_len > 4300:
+        return float(m_200)
+    m_10 = a1 * seq_len + b1
+    a = (m_200 - m_10) / 190.0
+    return float(a * steps + (m_200 - 200.0 * a))
+
+
 def default_grid(family: Family, model: ModelSchedule, seq_len: int, steps: int) -> tuple[list[float], float | None]:
     """The unshifted sigmas the family's pipeline starts from, and the mu it shifts them with (None: static shift).
 
@@ -61,6 +76,8 @@ def default_grid(family: Family, model: ModelSchedule, seq_len: int, steps: int)
         if not settings.use_dynamic_shifting:
             sigma_min = _f32(_static_shift(settings.shift, _f32(sigma_min)))
         return [1.0 - i * (1.0 - sigma_min) / (steps - 1) for i in range(steps)], mu
+    if family.default_sigmas == "empirical_mu":  # FLUX.2: linspace, with a mu from the size AND the step count
+        return _linspace(steps), (empirical_mu(seq_len, steps) if settings.use_dynamic_shifting else None)
     raise GlanceError(f"the {family.name} family has an unknown default_sigmas mode {family.default_sigmas!r}")
 
 

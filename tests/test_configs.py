@@ -21,6 +21,7 @@ HUB_MODELS = {
     "qwen_image": "Qwen/Qwen-Image",
     "chroma": "lodestones/Chroma1-HD",
     "z_image": "Tongyi-MAI/Z-Image",
+    "flux2": "black-forest-labs/FLUX.2-klein-base-9B",
 }
 
 
@@ -55,7 +56,7 @@ def test_training_configs_pass_simpletuners_parser(workdir, family):
         assert to_sigmas(parse_list(parsed.flow_custom_timesteps, phase)) == getattr(plan.lists, f"{phase}_sigmas")
         # Chroma: no respacing of the list (see test_families.py); Z-Image: the base, never a turbo flavour.
         assert bool(parsed.flow_use_uniform_schedule) == (family == "chroma")
-        assert parsed.model_flavour == ("base" if family == "z_image" else None)
+        assert parsed.model_flavour == {"z_image": "base", "flux2": "klein-9b"}.get(family)
 
 
 @pytest.mark.slow  # imports SimpleTuner

@@ -95,7 +95,9 @@ def test_workflow_samples_the_trained_sigmas_with_the_switch(tiny, family, tmp_p
     assert first[1]["inputs"]["sigmas"] == [split_id, 0] and second[1]["inputs"]["sigmas"] == [split_id, 1]
     assert graph[first[1]["inputs"]["noise"][0]]["class_type"] == "RandomNoise"
     assert graph[first[1]["inputs"]["noise"][0]]["inputs"] == {"noise_seed": 7}
-    assert graph[first[1]["inputs"]["latent_image"][0]]["class_type"] == "EmptySD3LatentImage"
+    latent_node = FAMILIES[family].comfyui.empty_latent_node  # FLUX.2: its own 32-channel latent
+    assert latent_node == ("EmptyFlux2LatentImage" if family == "flux2" else "EmptySD3LatentImage")
+    assert graph[first[1]["inputs"]["latent_image"][0]]["class_type"] == latent_node
     assert graph[second[1]["inputs"]["noise"][0]]["class_type"] == "DisableNoise"
     assert second[1]["inputs"]["latent_image"] == [first[0], 0]  # the second half continues the first's latent
 
@@ -111,7 +113,7 @@ def test_workflow_samples_the_trained_sigmas_with_the_switch(tiny, family, tmp_p
 
     assert loras(first[1]) == [("glance-slow.safetensors", 1.0)]
     assert loras(second[1]) == [("glance-fast.safetensors", 1.0)]
-    [(_, size)] = nodes(graph, "EmptySD3LatentImage")
+    [(_, size)] = nodes(graph, latent_node)
     assert size["inputs"] == {"width": SIZE, "height": SIZE, "batch_size": 1}
     assert [n["inputs"]["text"] for _, n in nodes(graph, "CLIPTextEncode")][0] == PROMPT  # the training caption
     guidance = {
@@ -120,12 +122,17 @@ def test_workflow_samples_the_trained_sigmas_with_the_switch(tiny, family, tmp_p
         "qwen_image": ("CFGNorm", "CFGGuider"),
         "chroma": (None, "CFGGuider"),  # CFG 4 against "" (ChromaPipeline: CFG above 1)
         "z_image": (None, "CFGGuider"),  # Z-Image's s = 4 is ComfyUI's cfg 5
+        "flux2": (None, "CFGGuider"),  # [klein] base: true CFG 4 against the empty prompt
     }[family]
     assert [g["class_type"] for g in graph.values() if g["class_type"].endswith("Guider")] == [guidance[1]] * 2
     if guidance[0] is not None:
         assert nodes(graph, guidance[0])
     if family == "flux":
         assert nodes(graph, "FluxGuidance")[0][1]["inputs"]["guidance"] == 1.0  # the guidance it trained at
+    if family == "flux2":
+        assert {n["inputs"]["cfg"] for _, n in nodes(graph, "CFGGuider")} == {4.0} and not nodes(graph, "CFGNorm")
+        assert [n["inputs"]["text"] for _, n in nodes(graph, "CLIPTextEncode")] == [PROMPT, ""]
+        assert nodes(graph, "CLIPLoader")[0][1]["inputs"] == {"clip_name": "qwen_3_4b.safetensors", "type": "flux2"}
     if family == "qwen_image":
         assert {n["inputs"]["cfg"] for _, n in nodes(graph, "CFGGuider")} == {5.0}
         assert [n["inputs"]["text"] for _, n in nodes(graph, "CLIPTextEncode")] == [PROMPT, " "]

@@ -21,7 +21,11 @@ from glance.tiny import write_sample_pair
 TINY_SD3 = "glance-test/tiny-sd3"
 GATED = "glance-test/gated-flux"
 HUGE = "glance-test/huge-flux"
-GATED_FAMILIES = {"chroma": "glance-test/gated-chroma", "z_image": "glance-test/gated-z-image"}
+GATED_FAMILIES = {
+    "chroma": "glance-test/gated-chroma",
+    "z_image": "glance-test/gated-z-image",
+    "flux2": "glance-test/gated-flux2-klein",  # an unknown hub id: its flavour is read from the download
+}
 GRANTED_TOKEN = "hf_granted_token"
 OTHER_TOKEN = "hf_valid_token_without_access"
 
@@ -119,6 +123,8 @@ def test_gated_model_of_a_newer_family_refused_in_one_line_then_detected_once_do
     assert granted.returncode == 0, granted.stderr
     config = json.loads((workdir / "config" / "glance-slow.json").read_text())
     assert config["model_family"] == family  # from the downloaded model_index.json
+    if family == "flux2":  # never without a flavour: SimpleTuner would fetch the 24B Mistral encoder for a klein
+        assert config["model_flavour"] == "klein-4b"
 
 
 def test_gated_model_with_access_downloads_and_trains(hub, workdir):

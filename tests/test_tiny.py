@@ -24,6 +24,7 @@ COMPONENTS = {
     "qwen_image": {"scheduler", "transformer", "vae", "text_encoder", "tokenizer"},
     "chroma": {"scheduler", "transformer", "vae", "text_encoder", "tokenizer"},
     "z_image": {"scheduler", "transformer", "vae", "text_encoder", "tokenizer"},
+    "flux2": {"scheduler", "transformer", "vae", "text_encoder", "tokenizer"},
 }
 
 

@@ -84,6 +84,32 @@ KNOWN_SIZES: dict[str, ModelSizes] = {
         blocks=30,
         source="known size of Tongyi-MAI/Z-Image",
     ),
+    # FLUX.2: parameters counted from each component's config (Flux2Transformer2DModel, AutoencoderKLFlux2, Qwen3 4B/8B,
+    # Mistral-Small-3.1-24B with its vision tower) built on torch's meta device; the [dev] transformer is 32.2 B.
+    "black-forest-labs/FLUX.2-klein-base-4B": ModelSizes(
+        transformer_params=3_875_544_576,
+        text_encoder_params={"text_encoder": 4_022_468_096},
+        vae_params=84_046_115,
+        width=3072,
+        blocks=25,
+        source="known size of black-forest-labs/FLUX.2-klein-base-4B",
+    ),
+    "black-forest-labs/FLUX.2-klein-base-9B": ModelSizes(
+        transformer_params=9_078_581_248,
+        text_encoder_params={"text_encoder": 8_190_735_360},
+        vae_params=84_046_115,
+        width=4096,
+        blocks=32,
+        source="known size of black-forest-labs/FLUX.2-klein-base-9B",
+    ),
+    "black-forest-labs/FLUX.2-dev": ModelSizes(
+        transformer_params=32_223_281_152,
+        text_encoder_params={"text_encoder": 24_011_361_280},
+        vae_params=84_046_115,
+        width=6144,
+        blocks=56,
+        source="known size of black-forest-labs/FLUX.2-dev",
+    ),
     "stabilityai/stable-diffusion-3.5-large": ModelSizes(
         transformer_params=8_056_000_000,
         text_encoder_params=_SD3_TEXT_ENCODERS,

@@ -33,6 +33,7 @@ from glance.families import GlanceError, get_family
 from glance.files import needs_writing, replace_folder, write_atomic
 from glance.tiny.chroma import chroma_pipeline
 from glance.tiny.flux import flux_pipeline
+from glance.tiny.flux2 import flux2_dev_pipeline, flux2_klein_pipeline
 from glance.tiny.qwen_image import qwen_image_pipeline
 from glance.tiny.sd3 import sd3_pipeline
 from glance.tiny.z_image import z_image_pipeline
@@ -46,17 +47,20 @@ BUILDERS = {
     "qwen_image": qwen_image_pipeline,
     "chroma": chroma_pipeline,
     "z_image": z_image_pipeline,
+    "flux2": flux2_klein_pipeline,  # FLUX.2 [klein] base
 }
+# Models of a family beyond its default one: name -> (family, builder)
+VARIANTS = {"flux2-dev": ("flux2", flux2_dev_pipeline)}
 
 
 def build_tiny_model(family: str, path: Path, *, seed: int = 0, scale: str = "tiny") -> Path:
-    """Build a complete diffusers pipeline folder for `family` (a key of BUILDERS) at `path`.
+    """Build a complete diffusers pipeline folder for `family` (a key of BUILDERS or VARIANTS) at `path`.
 
     Returns at once when `path` already holds a finished build with the same arguments. The build
     happens in a temporary folder beside `path` that is renamed into place when complete, so an
     interrupted build is never mistaken for a finished one.
     """
-    name = get_family(family).name
+    name = family if family in VARIANTS else get_family(family).name
     if scale not in SCALES:
         raise GlanceError(f"unknown tiny model scale {scale!r}; known scales: {', '.join(SCALES)}")
     if scale != "tiny" and name != "flux":
@@ -161,4 +165,5 @@ def _build_pipeline(family: str, seed: int, scale: str):
 
     # Seed every component the same way diffusers' tests do, without disturbing the caller's RNG.
     with torch.random.fork_rng(devices=[]):
-        return BUILDERS[family](seed, scale)
+        builder = VARIANTS[family][1] if family in VARIANTS else BUILDERS[family]
+        return builder(seed, scale)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 # class_type -> (inputs {name: type}, optional input names, output types). From ComfyUI's source:
 # nodes.py (loaders, CLIPTextEncode, LoraLoaderModelOnly, VAEDecode, SaveImage), comfy_extras/nodes_sd3.py
-# (TripleCLIPLoader, EmptySD3LatentImage), nodes_flux.py (FluxGuidance), nodes_cfg.py (CFGNorm) and
+# (TripleCLIPLoader, EmptySD3LatentImage), nodes_flux.py (FluxGuidance, EmptyFlux2LatentImage), nodes_cfg.py
+# (CFGNorm) and
 # nodes_custom_sampler.py (ManualSigmas, SplitSigmas, KSamplerSelect, RandomNoise, DisableNoise,
 # BasicGuider, CFGGuider, SamplerCustomAdvanced).
 CORE_NODES: dict[str, tuple[dict[str, str], set[str], tuple[str, ...]]] = {
@@ -33,6 +34,7 @@ CORE_NODES: dict[str, tuple[dict[str, str], set[str], tuple[str, ...]]] = {
     "FluxGuidance": ({"conditioning": "CONDITIONING", "guidance": "FLOAT"}, set(), ("CONDITIONING",)),
     "CFGNorm": ({"model": "MODEL", "strength": "FLOAT"}, set(), ("MODEL",)),
     "EmptySD3LatentImage": ({"width": "INT", "height": "INT", "batch_size": "INT"}, set(), ("LATENT",)),
+    "EmptyFlux2LatentImage": ({"width": "INT", "height": "INT", "batch_size": "INT"}, set(), ("LATENT",)),
     "ManualSigmas": ({"sigmas": "STRING"}, set(), ("SIGMAS",)),
     "SplitSigmas": ({"sigmas": "SIGMAS", "step": "INT"}, set(), ("SIGMAS", "SIGMAS")),
     "KSamplerSelect": ({"sampler_name": "STRING"}, set(), ("SAMPLER",)),

@@ -1,4 +1,4 @@
-"""One real `glance train` per newer family (Chroma, Z-Image) on its tiny model, shared by its tests.
+"""One real `glance train` per newer family (Chroma, Z-Image, FLUX.2 [klein]) on its tiny model, shared by its tests.
 
 Trained as a user runs it (the real SimpleTuner on CPU, the family detected from model_index.json),
 with tests/support/trained_sigmas/ on PYTHONPATH: it records the sigmas of every batch SimpleTuner
@@ -77,3 +77,8 @@ def chroma_run(tiny, tmp_path_factory) -> FamilyRun:
 @pytest.fixture(scope="session")
 def z_image_run(tiny, tmp_path_factory) -> FamilyRun:
     return train_family("z_image", tiny, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def flux2_run(tiny, tmp_path_factory) -> FamilyRun:
+    return train_family("flux2", tiny, tmp_path_factory)  # FLUX.2 [klein] base
