@@ -23,6 +23,9 @@ from glance.memory.sizes import KNOWN_SIZES, model_sizes
 from glance.schedule import BASE_STEPS, base_schedule, default_lists
 
 RUNS = {"chroma": "chroma_run", "z_image": "z_image_run"}
+# Tests that take their run by name (request.getfixturevalue) name both here too, so that conftest marks them
+# slow and keeps them with the one process that builds the two runs.
+WITH_RUNS = pytest.mark.usefixtures(*RUNS.values())
 NEW_HUB_IDS = {"lodestones/Chroma1-HD": "chroma", "Tongyi-MAI/Z-Image": "z_image", "Qwen/Qwen-Image-2512": "qwen_image"}
 
 
@@ -34,6 +37,7 @@ def pixels(path) -> np.ndarray:
 # Trained for real, once per family
 
 
+@WITH_RUNS
 @pytest.mark.parametrize("family", sorted(RUNS))
 def test_simpletuner_trained_on_exactly_the_lists(family, request):
     """The sigmas of every batch SimpleTuner fed the model, after the family's own prepare_batch, are the list's.
@@ -61,6 +65,7 @@ def test_phase_configs_say_what_the_family_needs(chroma_run, z_image_run):
         assert z_image["disable_assistant_lora"] is True
 
 
+@WITH_RUNS
 @pytest.mark.parametrize("family", sorted(RUNS))
 def test_infer_steps_through_the_trained_lists_with_one_switch(family, request):
     run = request.getfixturevalue(RUNS[family])
@@ -74,6 +79,7 @@ def test_infer_steps_through_the_trained_lists_with_one_switch(family, request):
     assert record["guidance"] == FAMILIES[family].recipe.guidance
 
 
+@WITH_RUNS
 @pytest.mark.parametrize("family", sorted(RUNS))
 def test_card_snippet_samples_like_glance_infer(family, request, tmp_path):
     """The push card's plain diffusers code (guidance as the recipe means it) gives `glance infer`'s pixels."""
@@ -91,6 +97,7 @@ def test_card_snippet_samples_like_glance_infer(family, request, tmp_path):
     assert np.array_equal(pixels(tmp_path / "glance.png"), pixels(out))
 
 
+@WITH_RUNS
 @pytest.mark.parametrize("family", sorted(RUNS))
 def test_trained_pair_exports_for_comfyui(family, request, tmp_path):
     """Every trained LoRA key is in ComfyUI's key map for the family; the guidance means what diffusers' does."""
