@@ -132,8 +132,9 @@ def render_card(
     base_model: str,
     samples: list[Sample],
     training: TrainingImage | None = None,
+    evaluation: str | None = None,
 ) -> str:
-    """README.md of the repo: front matter, what was trained, how to sample it."""
+    """README.md of the repo: front matter, what was trained, how to sample it; `glance eval`'s table when given."""
     from huggingface_hub import ModelCardData
 
     lists = manifest.lists
@@ -180,7 +181,7 @@ one of the two ways below.
 {gallery}## What was trained
 
 {table}
-## Sample with diffusers
+{evaluation + chr(10) if evaluation else ""}## Sample with diffusers
 
 ```python
 {diffusers_snippet(manifest, repo_id, base_model, prompt, seed).rstrip()}
