@@ -48,6 +48,7 @@ def build_report(*, options, manifests, runs, columns, images, scores, prompts, 
             "kind": column.kind,
             "steps": column.steps,
             "run": str(column.run) if column.run is not None else None,
+            "seconds": round(sum(seconds), 2),  # rendering this column (cached images: when they were rendered)
             "seconds_per_image": round(sum(seconds) / max(1, len(seconds)), 3),
             "rendered": sum(1 for image, _ in entries if not image.cached),
             "cached": sum(1 for image, _ in entries if image.cached),

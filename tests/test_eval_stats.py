@@ -1,4 +1,4 @@
-"""`glance eval` without rendering: intervals, paired comparisons, the verdict, the columns, the cache keys, bad input."""
+"""`glance eval` without rendering: intervals, comparisons, the verdict, the columns, the cache keys, bad input."""
 
 import json
 import random
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from glance.eval_plan import EvalTask, cache_key, plan_columns
+from glance.eval_plan import EvalTask, cache_key, plan_columns, with_cache
 from glance.eval_stats import compare, mean_interval, verdict_line
 from glance.families import GlanceError
 from glance.manifest import RunManifest
@@ -101,6 +101,13 @@ def test_cache_key_holds_everything_that_makes_the_image():
         assert cache_key(task.model_copy(update=change), identity) != key
     for change in ({"files": "abd"}, {"width": 128}, {"guidance": 3.5}, {"dtype": "bfloat16"}, {"device": "cuda"}):
         assert cache_key(task, {**identity, **change}) != key
+    # A pair's image also carries its LoRA files and strength; base images do not.
+    pair = task.model_copy(update={"kind": "glance", "run": Path("/r/a"), "sigmas": [1.0, 0.5]})
+    pairs = {"/r/a": {"loras": ["s1", "f1"], "scale": 1.0}}
+    first = with_cache([task, pair], Path("/c"), identity, pairs)
+    weaker = with_cache([task, pair], Path("/c"), identity, {"/r/a": {"loras": ["s1", "f1"], "scale": 0.25}})
+    assert first[0].cache == weaker[0].cache and first[1].cache != weaker[1].cache
+    assert first[0].cache.parent.name == first[0].cache.name[:2]
 
 
 # --- bad input: one line, before anything renders ----------------------------------------------

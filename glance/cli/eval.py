@@ -37,7 +37,9 @@ class Scorer(StrEnum):
 def eval_command(
     runs: Annotated[
         list[Path],
-        typer.Option("--output-dir", "-o", help="A finished run folder; give -o several times to compare pairs."),
+        typer.Option(
+            "--output-dir", "-o", metavar="RUN", help="A finished run folder; give -o several times to compare pairs."
+        ),
     ] = [Path("output")],  # noqa: B006 - typer reads the default from here
     prompts_file: Annotated[
         Path | None,
@@ -55,6 +57,7 @@ def eval_command(
         list[Scorer] | None,
         typer.Option(
             "--scorer",
+            metavar="judge|clip|dino",
             help="judge (the shapes model's judge), clip, dino; several allowed. SSIM is always scored. "
             "[default: judge on the shapes model, else clip and dino]",
         ),
