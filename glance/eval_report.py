@@ -159,7 +159,7 @@ def markdown(report: dict) -> str:
         for c in report["columns"]
     )  # fmt: skip
     scorers = ", ".join(f"{s['name']} ({s['model']})" for s in report["scorers"])
-    verdict = "\n".join(f"> {line}" for line in report["verdict"].splitlines()) or "> no glance column"
+    verdict = "\n>\n".join(f"> {line}" for line in report["verdict"].splitlines()) or "> no glance column"
     return (
         f"## glance eval\n\n{verdict}\n\n{head}{body}\n"
         f"{report['prompts']} prompts x seeds {','.join(map(str, report['seeds']))} "

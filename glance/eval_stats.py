@@ -1,8 +1,9 @@
 """`glance eval`'s statistics: means with 95 % bootstrap intervals, paired comparisons, and the verdict line.
 
 Everything here works on plain lists of per-image scores (no images, no models), so it is tested
-without rendering. The bootstrap is scipy's (percentile intervals, 2000 resamples) with a fixed
-seed: the same scores give the same intervals on every run.
+without rendering. Means get scipy's bootstrap (percentile intervals, 2000 resamples) with a fixed
+seed: the same scores give the same intervals on every run. The share of images where one column is
+closer to the reference than another gets the Wilson score interval (scipy), honest at small n.
 
 Which score means what is decided once, here: closeness to the reference (the verdict rests on it),
 prompt adherence, and the pull toward the pair's training image, each the first of its list that
@@ -64,13 +65,29 @@ def mean_interval(values: list[float], *, seed: int = BOOTSTRAP_SEED) -> Interva
     return Interval(mean=mean, low=float(low), high=float(high), n=int(data.size))
 
 
+def share_interval(outcomes: list[float | None]) -> Interval | None:
+    """The share of 1s among `outcomes` (0.5: a tie, counted half) with its 95 % Wilson score interval (scipy).
+
+    Wilson's, not the bootstrap's: with few images all on one side the bootstrap's interval shrinks to
+    a point (4 of 4 would read 100-100 %); Wilson's stays honest (51-100 %).
+    """
+    data = [v for v in outcomes if v is not None]
+    if not data:
+        return None
+    from scipy.stats import binomtest
+
+    share = sum(data) / len(data)
+    ci = binomtest(round(sum(data)), len(data)).proportion_ci(confidence_level=CONFIDENCE, method="wilson")
+    return Interval(mean=share, low=min(share, float(ci.low)), high=max(share, float(ci.high)), n=len(data))
+
+
 class Comparison(BaseModel):
     """One column against another on the same prompts and seeds (glance-10 vs base-10, vs schedule-10)."""
 
     column: str
     against: str
     closeness: str  # the score closeness is measured by
-    closer: Interval | None  # share of images where `column` is closer to the reference (ties count half)
+    closer: Interval | None  # share of images where `column` is closer to the reference (ties half; Wilson interval)
     adherence: str | None = None
     adherence_diff: Interval | None = None  # mean paired difference column - against
     pull: str | None = None
@@ -89,7 +106,7 @@ def compare(column: str, against: str, scores: list[dict], other: list[dict], *,
     closer = None
     if closeness is not None:
         wins = [_win(a.get(closeness), b.get(closeness)) for a, b in zip(scores, other, strict=True)]
-        closer = mean_interval(wins)
+        closer = share_interval(wins)
     result = Comparison(column=column, against=against, closeness=closeness or "", closer=closer)
     if adherence is not None:
         result.adherence = adherence

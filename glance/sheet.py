@@ -106,7 +106,9 @@ def compose_sheet(images: list, notes: dict[int, str] | None = None, names: list
             shown_images = [(shown, names[column]) for column, (shown, _) in enumerate(shown_images)]
         for column, (shown, name) in enumerate(shown_images):
             left = MARGIN + column * (tile_w + GAP)
-            label = f"{name} · {len(shown.summary['steps'])} steps · {shown.seconds:.1f} s"
+            label = f"{len(shown.summary['steps'])} steps · {shown.seconds:.1f} s"
+            if names is None:  # named columns carry their name in the title
+                label = f"{name} · {label}"
             draw.text((left, top), label, font=font, fill=MUTED)
             with Image.open(shown.image) as picture:
                 tile = _fit(picture.convert("RGB"), tile_w, tile_h)

@@ -73,6 +73,18 @@ def test_comparison_pairs_the_pull_of_each_pair():
     assert own.closer.mean == 0.5  # ties count half
 
 
+def test_share_interval_stays_honest_with_few_images():
+    from glance.eval_stats import share_interval
+
+    four = share_interval([0.0] * 4)
+    assert (four.mean, four.low, four.n) == (0.0, 0.0, 4) and 0.4 < four.high < 0.6  # not "0-0 %"
+    line = verdict_line("glance-10", 10, 50, compare("glance-10", "base-10", [{"ssim": 0.5}] * 3, [{"ssim": 0.9}] * 3),
+                        None)  # fmt: skip
+    assert line.startswith("glance-10: no measurable difference")  # 0 of 3 closer is not yet "worse"
+    many = share_interval([1.0] * 70 + [0.0] * 26)
+    assert 0.6 < many.low < many.mean < many.high < 0.82
+
+
 def _manifest(model: str = "/models/x", sigmas=(1000, 979.1915, 957.5157, 934.9171, 911.3354)) -> RunManifest:
     return RunManifest(glance_version="0", model=model, family="flux", resolution=64, slow_timesteps=list(sigmas),
                        fast_timesteps=[886.7053, 745.0728, 562.9505, 320.0802, 20.0], seed=0, steps=60, rank=16,
