@@ -15,13 +15,13 @@ from glance.manifest import load_manifest
 from glance.records import read_png_parameters
 from glance.sheet import read_sheet_layout
 
-PROMPTS = [caption.text for caption in DEMO_PROMPTS[:3]]  # two open captions, one placed
+PROMPTS = [DEMO_PROMPTS[1].text, DEMO_PROMPTS[2].text]  # one open caption, one placed
 COLUMNS = ["base-50", "base-10", "schedule-10", "glance-10"]
 
 
 @pytest.fixture(scope="module")
 def evaluated(trained_run, tmp_path_factory):
-    """`glance eval -o RUN --scorer judge --seeds 0-1` on three held-out captions, with its own render cache."""
+    """`glance eval -o RUN --scorer judge --seeds 0-1` on two held-out captions, with its own render cache."""
     from support.training import run_glance
 
     work = tmp_path_factory.mktemp("eval")
@@ -39,16 +39,16 @@ def test_eval_prints_four_columns_intervals_and_a_verdict(evaluated, trained_run
     work, out, result = evaluated
     table = result.stdout
     for name in COLUMNS:
-        assert re.search(rf"^{name}\s+6\s", table, re.MULTILINE), table
+        assert re.search(rf"^{name}\s+4\s", table, re.MULTILINE), table
     assert re.search(r"\d\.\d{3} \(\d\.\d{3} to \d\.\d{3}\)", table)  # a mean with its interval
     verdict = re.search(r"^verdict: (glance-10.*)$", table, re.MULTILINE).group(1)
-    assert "closer to 50 steps on" in verdict and "of 6 images (ssim)" in verdict and "judge pass" in verdict
+    assert "closer to 50 steps on" in verdict and "of 4 images (ssim)" in verdict and "judge pass" in verdict
     report = json.loads((out / "eval.json").read_text())
     assert [c["name"] for c in report["columns"]] == COLUMNS
     assert report["verdict"] == verdict
     manifest = load_manifest(trained_run.output / "glance.json")
     for column in report["columns"]:
-        assert len(column["images"]) == 6 and column["rendered"] == 6
+        assert len(column["images"]) == 4 and column["rendered"] == 4
         assert {"ssim", "judge_pass", "judge_agree", "judge_pull"} <= set(column["mean"])
         for image in column["images"]:
             record = read_png_parameters(out / image["path"])  # every image a PNG with glance's record
@@ -64,9 +64,9 @@ def test_eval_prints_four_columns_intervals_and_a_verdict(evaluated, trained_run
     reference = report["columns"][0]
     assert all(image["scores"]["ssim"] == pytest.approx(1.0) for image in reference["images"])
     markdown = (out / "eval.md").read_text()
-    assert verdict in markdown and "| base-50 | 6 |" in markdown
+    assert verdict in markdown and "| base-50 | 4 |" in markdown
     layout = read_sheet_layout(out / report["sheet"])
-    assert (layout["rows"], layout["columns"]) == (6, 4)
+    assert (layout["rows"], layout["columns"]) == (4, 4)
 
 
 def test_judge_scores_agree_with_the_judge_on_the_written_pngs(evaluated):
@@ -107,8 +107,8 @@ def test_another_pair_renders_no_reference_image_and_a_broken_one_moves_the_verd
     columns = {c["name"]: c for c in result.report["columns"]}
     assert list(columns) == [*COLUMNS[:3], "glance-10 x0.25"]
     for name in COLUMNS[:3]:  # every base and schedule image from the cache, none rendered
-        assert (columns[name]["rendered"], columns[name]["cached"]) == (0, 6)
-    assert columns["glance-10 x0.25"]["rendered"] == 6
+        assert (columns[name]["rendered"], columns[name]["cached"]) == (0, 4)
+    assert columns["glance-10 x0.25"]["rendered"] == 4
     first = json.loads((first_out / "eval.json").read_text())
     assert [i["scores"] for i in first["columns"][0]["images"]] == [i["scores"] for i in columns["base-50"]["images"]]
     weak = read_png_parameters(result.out / columns["glance-10 x0.25"]["images"][0]["path"])
@@ -122,7 +122,7 @@ def test_another_pair_renders_no_reference_image_and_a_broken_one_moves_the_verd
     assert result.report["comparisons"][0]["closer"] != first["comparisons"][0]["closer"]
     # `glance push` puts the run's eval table in the model card.
     built = build_folder(PushOptions(repo_id="me/weak-pair", output_dir=other, base_model="me/shapes"), work / "push")
-    assert "## Evaluation (`glance eval`)" in built.card and "| glance-10 x0.25 | 6 |" in built.card
+    assert "## Evaluation (`glance eval`)" in built.card and "| glance-10 x0.25 | 4 |" in built.card
     assert result.report["verdict"].splitlines()[0] in built.card
 
 
