@@ -6,13 +6,13 @@
 In order, each stage written to the JSON as soon as it ends (so a stage cut off by the time limit
 still leaves the ones before it):
 1. build the model: "full" is FLUX.1-dev's transformer (19 + 38 blocks, width 3072, 11.9 B
-   parameters, bf16) with the tiny text encoders and the 8x VAE of glance/tiny_pipelines.py; --small: the tiny FLUX;
+   parameters, bf16) with the tiny text encoders and the 8x VAE of glance/tiny/flux.py; --small: the tiny FLUX;
 2. `glance train --quantize int8 --gradient-checkpointing` (the slow phase; both with --phases both);
 3. `glance infer --quantize int8` with those LoRAs;
 4. `glance train --quantize none --no-gradient-checkpointing` (bf16, the slow phase): the baseline,
    skipped when fewer than --baseline-needs seconds of --budget are left;
 5. with --eval (needs --phases both): `glance eval` on the int8 run, four prompts x seed 0, the
-   reference at --eval-reference steps, scored by the tiny offline CLIP and DINOv2 (glance/tiny_scorers.py):
+   reference at --eval-reference steps, scored by the tiny offline CLIP and DINOv2 (glance/tiny/scorers.py):
    the time per column and the peak memory of an eval of a FLUX-size model.
 Each run is a real `python -m glance` process. Peak GPU memory: nvidia-smi's memory.used, polled
 every 0.2 s (the process total, as ../shared/FACTS.md measured it). s/step: the time between the
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def eval_stage(work: Path, run: Path, device: str, reference: int) -> dict:
     """`glance eval` of `run` with the tiny offline scorers: wall time, peak GPU memory, seconds per column."""
-    from glance.tiny_scorers import build_tiny_scorer
+    from glance.tiny.scorers import build_tiny_scorer
 
     prompts = work / "eval-prompts.txt"
     prompts.write_text("a lighthouse at dawn\na red fox in snow\nthree red apples on a plate\na neon sign\n")

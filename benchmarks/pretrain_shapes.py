@@ -6,7 +6,7 @@
 
 Deterministic (every seed fixed, every batch a function of its step) and resumable: a checkpoint
 goes to --workdir every --checkpoint-every steps and a re-run continues from the latest one. The
-tokenizers are the same in every process (glance.tiny_text). The shipped model predates that: its
+tokenizers are the same in every process (glance.tiny.text). The shipped model predates that: its
 CLIP tokenizer was learnt by the `tokenizers` library, whose ties between equal merges fell
 differently in each of the two invocations it was made in (4,500 steps, then the second cycle
 resumed), so this script makes a model of the same recipe, not the shipped bytes; the shipped
@@ -18,7 +18,7 @@ Wall time on 2 CPU cores: about 80 minutes (VAE 12, transformer 4,500 steps in 4
 The model is a diffusers FluxPipeline that glance trains and samples like FLUX.1-dev:
 - VAE: AutoencoderKL, 4 blocks (8x down) and 16 latent channels like FLUX's, 0.7 M parameters;
   shift_factor / scaling_factor from the latent statistics of the trained encoder.
-- Text encoders: glance.tiny_text's CLIP and T5 with tokenizers learnt on the shapes captions, random
+- Text encoders: glance.tiny.text's CLIP and T5 with tokenizers learnt on the shapes captions, random
   and frozen. The T5's attention output is zeroed, so it maps each token on its own: a caption
   is a bag of words (enough: colour, shape, place and background words are all distinct), and
   the 512 padding tokens FLUX pipelines (and SimpleTuner) use are identical vectors.
@@ -55,7 +55,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from glance import shapes  # noqa: E402
-from glance.smallmodel import MODEL_DIR, STAMP_NAME, file_sha256  # noqa: E402
+from glance.files import file_sha256  # noqa: E402
+from glance.smallmodel import MODEL_DIR, STAMP_NAME  # noqa: E402
 
 TEXT_TOKENS = 16  # T5 tokens kept in pretraining: every caption's tokens, its </s>, and padding
 PIPELINE_TEXT_TOKENS = 512  # what FluxPipeline and SimpleTuner pad T5 prompts to
@@ -98,7 +99,7 @@ def build_text_encoders(seed: int):
     """CLIP and T5 (with tokenizers) that know the shapes captions; the T5 maps tokens one by one."""
     from transformers import CLIPTextModel
 
-    from glance.tiny_text import clip_config, clip_tokenizer, seeded, t5_encoder, t5_tokenizer
+    from glance.tiny.text import clip_config, clip_tokenizer, seeded, t5_encoder, t5_tokenizer
 
     corpus = [caption.text for caption in shapes.all_captions()]
     tokenizer, tokenizer_2 = clip_tokenizer(corpus), t5_tokenizer(corpus)
@@ -423,7 +424,7 @@ def save_model(args, vae, transformer, text_encoders, seconds: dict) -> None:
     from diffusers import FluxPipeline
 
     from glance.files import replace_folder, write_atomic
-    from glance.tiny_pipelines import family_scheduler
+    from glance.tiny.common import family_scheduler
 
     tokenizer, clip, tokenizer_2, t5 = text_encoders
     pipeline = FluxPipeline(

@@ -14,6 +14,7 @@ from glance.families import get_family, guidance_kwargs
 from glance.manifest import PHASES, WEIGHTS_NAME, RunManifest
 from glance.schedule import switch_step
 
+COMFYUI_MINIMUM = "ComfyUI 0.7.0 or newer"  # ManualSigmas first shipped in 0.7.0
 # Licences glance knows, per base model (Hub metadata keys). Others get no licence line.
 KNOWN_LICENSES: dict[str, dict[str, str]] = {
     "black-forest-labs/FLUX.1-dev": {
@@ -22,6 +23,10 @@ KNOWN_LICENSES: dict[str, dict[str, str]] = {
         "license_link": "https://huggingface.co/black-forest-labs/FLUX.1-dev/blob/main/LICENSE.md",
     },
     "Qwen/Qwen-Image": {"license": "apache-2.0"},
+    "Qwen/Qwen-Image-2512": {"license": "apache-2.0"},
+    "lodestones/Chroma1-HD": {"license": "apache-2.0"},
+    "Tongyi-MAI/Z-Image": {"license": "apache-2.0"},
+    "black-forest-labs/FLUX.2-klein-base-4B": {"license": "apache-2.0"},
     "stabilityai/stable-diffusion-3-medium-diffusers": {
         "license": "other",
         "license_name": "stabilityai-ai-community",
@@ -57,12 +62,14 @@ class TrainingImage:
 
 def sampling_kwargs(manifest: RunManifest) -> dict:
     """The guidance arguments `glance infer` passes by default for this run (families.guidance_kwargs)."""
-    return guidance_kwargs(get_family(manifest.family).recipe, guidance=manifest.train_guidance)
+    family = get_family(manifest.family).for_model(manifest.model)  # FLUX.2 [dev] guides otherwise than [klein]
+    return guidance_kwargs(family.recipe, guidance=manifest.train_guidance)
 
 
 def diffusers_snippet(manifest: RunManifest, repo_id: str, base_model: str, prompt: str, seed: int = 0) -> str:
     """Plain diffusers code that samples the pair exactly as `glance infer` does."""
-    family = get_family(manifest.family)
+    family = get_family(manifest.family).for_model(manifest.model)
+    pipeline_class = family.pipeline_class_for(manifest.model_path or manifest.model)  # the class its model is
     lists = manifest.lists
     kwargs = "".join(f"    {name}={_py(value)},\n" for name, value in sampling_kwargs(manifest).items())
     loads = "".join(
@@ -71,14 +78,14 @@ def diffusers_snippet(manifest: RunManifest, repo_id: str, base_model: str, prom
         for phase in PHASES
     )
     return f"""import torch
-from diffusers import FlowMatchEulerDiscreteScheduler, {family.pipeline_class}
+from diffusers import FlowMatchEulerDiscreteScheduler, {pipeline_class}
 
 repo_id = {_py(repo_id)}
 base_model = {_py(base_model)}
 device = "cuda" if torch.cuda.is_available() else "cpu"
 dtype = torch.bfloat16 if device == "cuda" else torch.float32
 
-pipe = {family.pipeline_class}.from_pretrained(base_model, dtype=dtype, use_safetensors=True)
+pipe = {pipeline_class}.from_pretrained(base_model, dtype=dtype, use_safetensors=True)
 {loads}pipe.set_adapters("slow")
 pipe.to(device)  # a GPU too small for the whole pipeline: pipe.enable_model_cpu_offload() instead
 
@@ -210,8 +217,15 @@ LoRA without them at scale 1, not the trained alpha / rank = {family.recipe.alph
 `comfyui/glance-workflow.json`, a workflow of ComfyUI's core nodes on exactly the trained sigmas. Put
 `glance-slow.safetensors` and `glance-fast.safetensors` into `ComfyUI/models/loras/` and the base model's files where
 [comfyui/README.md](comfyui/README.md) says, then drag the workflow (or a sample image: each carries
-its workflow) onto ComfyUI. Change the prompt and the seed; keep the ManualSigmas list, the SplitSigmas
-step ({switch}), the euler sampler and the LoRA strengths (1.0) as they are.
+its workflow) onto ComfyUI ({COMFYUI_MINIMUM}: the workflow's ManualSigmas node first shipped in 0.7.0).
+Change the prompt and the seed; keep the ManualSigmas list, the SplitSigmas step ({switch}), the euler
+sampler and the LoRA strengths (1.0) as they are. ComfyUI's SaveImage floors pixel values where
+diffusers rounds, so even from the same latent its PNG may differ from the snippet's by one level.
+"""
+    if family.comfyui is not None and family.comfyui.guidance == "cfg_plus_one":
+        text += """
+Z-Image's guidance is CFG as `ZImagePipeline` computes it, pos + s x (pos - neg), on when s > 0: the
+workflow's CFGGuider takes ComfyUI's cfg = s + 1 for the same image (s = 0, no CFG, is a BasicGuider).
 """
     if family.comfyui is not None and family.comfyui.guidance == "true_cfg":
         text += """

@@ -49,7 +49,7 @@ def default_files(
     vae_file: str | None = None,
 ) -> ComfyUIFiles:
     """ComfyUI users' names for the base model's files (the hub id picks among a family's models); overrides win."""
-    setup = comfyui_setup(family_name)
+    setup = comfyui_setup(family_name, model)
     if text_encoders is not None and len(text_encoders) != len(setup.text_encoder_files):
         need = len(setup.text_encoder_files)
         raise GlanceError(
@@ -65,8 +65,11 @@ def default_files(
     )
 
 
-def comfyui_setup(family_name: str) -> ComfyUISetup:
+def comfyui_setup(family_name: str, model: str | None = None) -> ComfyUISetup:
+    """The family's ComfyUI setup; `model` (a hub id or folder) picks a flavour's where they differ (FLUX.2)."""
     family = get_family(family_name)
+    if model is not None:
+        family = family.for_model(model)
     if family.comfyui is None:
         raise GlanceError(f"glance has no ComfyUI workflow for the {family_name} family")
     return family.comfyui
@@ -78,6 +81,7 @@ class WorkflowSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     family: str
+    model: str | None = None  # the base model (hub id or folder): picks a FLUX.2 flavour's nodes and files
     prompt: str
     negative_prompt: str | None = None
     seed: int = Field(0, ge=0, le=0xFFFFFFFFFFFFFFFF)  # RandomNoise's range
@@ -85,7 +89,7 @@ class WorkflowSpec(BaseModel):
     height: int = Field(ge=16)
     sigmas: list[float] = Field(min_length=1)  # each step's sigma; the graph appends the final 0
     switch: int | None = None  # the step the fast LoRA starts at; None: no LoRAs (a base-model image)
-    guidance: float | None = None  # diffusers' guidance_scale: FLUX's embedded guidance, SD3's CFG
+    guidance: float | None = None  # diffusers' guidance_scale: FLUX's embedded guidance, the others' CFG scale
     true_cfg: float | None = None  # Qwen-Image's true CFG, against negative_prompt
     files: ComfyUIFiles
     filename_prefix: str = "glance"
@@ -104,7 +108,7 @@ def manual_sigmas_text(sigmas: list[float]) -> str:
 
 def build_workflow(spec: WorkflowSpec) -> dict:
     """The API-format graph: {node id: {"inputs", "class_type", "_meta"}}, links as [node id, output index]."""
-    setup = comfyui_setup(spec.family)
+    setup = comfyui_setup(spec.family, spec.model)
     if spec.switch is not None and not 0 < spec.switch < len(spec.sigmas):
         raise GlanceError(f"the switch step {spec.switch} does not split {len(spec.sigmas)} sigmas in two")
     graph = _Graph()
@@ -122,6 +126,10 @@ def build_workflow(spec: WorkflowSpec) -> dict:
     if setup.clip_type is not None:
         encoder_inputs["type"] = setup.clip_type
     clip = [graph.add(setup.text_encoder_loader, "Text encoders", **encoder_inputs), 0]
+    if setup.t5_tokenizer_options is not None:  # pad the T5 prompt as diffusers does: the model attends to the padding
+        min_padding, min_length = setup.t5_tokenizer_options
+        clip = [graph.add("T5TokenizerOptions", "T5 padding as diffusers (do not change)", clip=clip,
+                          min_padding=min_padding, min_length=min_length), 0]  # fmt: skip
     if vae is None:
         vae = [graph.add("VAELoader", "VAE", vae_name=files.vae), 0]
 
@@ -132,14 +140,17 @@ def build_workflow(spec: WorkflowSpec) -> dict:
         guidance = spec.guidance if spec.guidance is not None else 3.5  # FluxPipeline's default guidance_scale
         positive = [graph.add("FluxGuidance", "Guidance (as trained)", conditioning=positive, guidance=guidance), 0]
     elif setup.guidance == "cfg" and spec.guidance is not None and spec.guidance > 1:
-        cfg = spec.guidance  # StableDiffusion3Pipeline runs CFG only when guidance_scale > 1
+        cfg = spec.guidance  # StableDiffusion3Pipeline and ChromaPipeline run CFG only when guidance_scale > 1
+    elif setup.guidance == "cfg_plus_one" and spec.guidance is not None and spec.guidance > 0:
+        # ZImagePipeline: pos + s * (pos - neg) when s > 0, which is ComfyUI's neg + cfg * (pos - neg) at cfg = s + 1.
+        cfg = spec.guidance + 1
     elif setup.guidance == "true_cfg" and spec.true_cfg is not None and spec.true_cfg > 1:
         cfg = spec.true_cfg  # QwenImagePipeline: true CFG when true_cfg_scale > 1 and a negative prompt is given
     if cfg is not None:
         text = spec.negative_prompt if spec.negative_prompt is not None else ""
         negative = [graph.add("CLIPTextEncode", "Negative prompt", text=text, clip=clip), 0]
 
-    latent = [graph.add("EmptySD3LatentImage", "Size", width=spec.width, height=spec.height, batch_size=1), 0]
+    latent = [graph.add(setup.empty_latent_node, "Size", width=spec.width, height=spec.height, batch_size=1), 0]
     sigmas = [graph.add("ManualSigmas", "Trained sigmas (do not change)", sigmas=manual_sigmas_text(spec.sigmas)), 0]
     sampler = [graph.add("KSamplerSelect", "Sampler (euler)", sampler_name=SAMPLER), 0]
 
@@ -189,6 +200,7 @@ def spec_from_record(record: dict, files: ComfyUIFiles | None = None) -> Workflo
             raise GlanceError("the record has no step with the fast LoRA")
     return WorkflowSpec(
         family=record["family"],
+        model=record.get("model"),
         prompt=record["prompt"],
         negative_prompt=record.get("negative_prompt"),
         seed=record["seed"],

@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from glance import __version__
-from glance.card import sampling_kwargs
+from glance.card import COMFYUI_MINIMUM, sampling_kwargs
 from glance.comfyui import (
     FAST_LORA_FILE,
     SLOW_LORA_FILE,
@@ -28,9 +28,10 @@ from glance.comfyui import (
     manual_sigmas_text,
 )
 from glance.comfyui_lora import ExportedLora, check_comfyui_keys, comfyui_lora_bytes, read_lora
-from glance.families import GlanceError, is_local_model
+from glance.families import GlanceError, get_family, is_local_model
 from glance.files import check_writable_dir, needs_writing, write_atomic
-from glance.manifest import MANIFEST_NAME, PHASES, RunManifest, load_finished_run
+from glance.loras import check_pair_fits
+from glance.manifest import MANIFEST_NAME, PHASES, WEIGHTS_NAME, RunManifest, load_finished_run
 from glance.schedule import switch_step
 
 README_FILE = "README.md"
@@ -97,6 +98,8 @@ def export_comfyui(options: ExportOptions) -> ComfyUIExport:
     folder = options.folder
     if folder.exists() and not folder.is_dir():
         raise GlanceError(f"--out {folder} is a file; give a folder")
+    if options.model_file is None:
+        _check_default_model_file(manifest, options.output_dir / MANIFEST_NAME)
     export = comfyui_files(
         manifest,
         options.output_dir / MANIFEST_NAME,
@@ -120,6 +123,22 @@ def export_comfyui(options: ExportOptions) -> ComfyUIExport:
     return export
 
 
+def _check_default_model_file(manifest: RunManifest, manifest_path: Path) -> None:
+    """The workflow loads the ComfyUI file of a Hub model: the run's own, else its family's first. LoRAs made for
+    another transformer (a run on a small local model) would not apply there: --model-file names the right file."""
+    hub_ids = get_family(manifest.family).hub_ids
+    model = manifest.model if manifest.model in hub_ids else hub_ids[0]
+    file = default_files(manifest.family, model).model
+    weights = {phase: manifest.lora_dir(phase, manifest_path) / WEIGHTS_NAME for phase in PHASES}
+    try:
+        check_pair_fits(weights, model)
+    except GlanceError as exc:
+        raise GlanceError(
+            f"{exc}; the workflow would load its file {file}: pass --model-file with the ComfyUI file of the model "
+            f"the run trained on ({manifest.model})"
+        ) from None
+
+
 def training_caption(output_dir: Path) -> str:
     """The caption the run trained on, as staged in OUTPUT_DIR/dataset."""
     dataset = Path(output_dir) / "dataset"
@@ -133,7 +152,7 @@ def comfyui_files(
     manifest: RunManifest, manifest_path: Path, *, prompt: str, seed: int, base_model: str, files: ComfyUIFiles
 ) -> ComfyUIExport:
     """The four files, in memory: both LoRAs, the workflow, the README."""
-    setup = comfyui_setup(manifest.family)
+    setup = comfyui_setup(manifest.family, manifest.model)
     lists = manifest.lists
     loras = {phase: read_lora(phase, manifest.lora_dir(phase, manifest_path)) for phase in PHASES}
     for lora in loras.values():
@@ -141,6 +160,7 @@ def comfyui_files(
     guidance = sampling_kwargs(manifest)  # the guidance glance infer samples this run with by default
     spec = WorkflowSpec(
         family=manifest.family,
+        model=manifest.model,
         prompt=prompt,
         negative_prompt=guidance.get("negative_prompt"),
         seed=seed,
@@ -173,7 +193,7 @@ def comfyui_files(
 
 def readme(manifest: RunManifest, spec: WorkflowSpec, loras: dict[str, ExportedLora], base_model: str) -> str:
     """Where each file goes in a ComfyUI install, and what must stay as it is."""
-    setup = comfyui_setup(manifest.family)
+    setup = comfyui_setup(manifest.family, manifest.model)
     files = spec.files
     slow, total = switch_step(manifest.lists), len(spec.sigmas)
     model_folder = "checkpoints" if setup.model_loader == "CheckpointLoaderSimple" else "diffusion_models"
@@ -199,6 +219,19 @@ def readme(manifest: RunManifest, spec: WorkflowSpec, loras: dict[str, ExportedL
     ]
     if setup.guidance == "flux_guidance":
         keep.append(f"- **FluxGuidance {spec.guidance:g}**: the guidance the LoRAs were trained at.")
+    if setup.guidance == "cfg_plus_one" and spec.guidance is not None and spec.guidance > 0:
+        keep.append(
+            f"- **CFGGuider cfg {spec.guidance + 1:g}**: Z-Image's guidance {spec.guidance:g} "
+            f"(`ZImagePipeline(guidance_scale={spec.guidance:g})`, pos + s x (pos - neg), no CFG at 0) is "
+            "ComfyUI's cfg s + 1."
+        )
+    if setup.t5_tokenizer_options is not None:
+        min_padding, min_length = setup.t5_tokenizer_options
+        keep.append(
+            f"- **T5TokenizerOptions** (min_padding {min_padding}, min_length {min_length}): pads the T5 prompt "
+            "as the diffusers pipeline the LoRAs were trained and sampled with does; the model attends to "
+            "the padding, and ComfyUI's own default differs."
+        )
     notes = []
     if setup.guidance == "true_cfg" and spec.true_cfg is not None:
         notes.append(
@@ -214,10 +247,25 @@ def readme(manifest: RunManifest, spec: WorkflowSpec, loras: dict[str, ExportedL
             f"- The slow list starts at sigma {spec.sigmas[0]:g}, not 1: ComfyUI starts from noise scaled to that "
             "sigma, diffusers (and `glance infer`) from unscaled noise."
         )
+    if manifest.family == "chroma":
+        notes.append(
+            "- ComfyUI runs Chroma's T5 without an attention mask, ChromaPipeline masks the pad token inside "
+            "T5: the text embedding is close, not equal."
+        )
     notes.append(
         "- ComfyUI encodes the prompt and steps with its own implementations of the model, so its pixels "
         "are not `glance infer`'s even where the graph is the same."
     )
+    notes.append(
+        "- ComfyUI's SaveImage floors each pixel value (x 255, then a cast to uint8) where diffusers rounds: "
+        "from the very same latent its PNG may differ from glance's by one level."
+    )
+    if _is_shipped_model(manifest):
+        notes.append(
+            "- This run's base model is glance's shipped shapes model (`glance demo`): ComfyUI cannot load it, "
+            "as its FLUX loader assumes a head dimension of 128 and the shapes model's is 64. The export "
+            "shows the files and the graph a FLUX.1-dev run gets."
+        )
     local = is_local_model(base_model) or Path(base_model).is_absolute()
     on = f"`{base_model}`" if local else f"[{base_model}](https://huggingface.co/{base_model})"
     return f"""# A Glance LoRA pair for ComfyUI
@@ -225,6 +273,8 @@ def readme(manifest: RunManifest, spec: WorkflowSpec, loras: dict[str, ExportedL
 Trained with glance on {on} ({manifest.family}), at
 {manifest.resolution} px: `glance-slow` learnt the first, high-noise steps and `glance-fast` the later ones.
 Together they sample in {total} steps, on exactly the sigmas they were trained on.
+
+Needs **{COMFYUI_MINIMUM}** (the workflow's ManualSigmas node first shipped in 0.7.0).
 
 ## Where the files go
 
@@ -246,3 +296,9 @@ Change the prompt (node "Prompt") and the seed (node "Seed") as you like.
 
 {chr(10).join(notes)}
 """
+
+
+def _is_shipped_model(manifest: RunManifest) -> bool:
+    from glance.smallmodel import MODEL_DIR
+
+    return any(path and Path(path).resolve() == MODEL_DIR for path in (manifest.model_path, manifest.model))

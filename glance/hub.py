@@ -15,7 +15,6 @@ inside these functions only, so `glance --help` stays light.
 from __future__ import annotations
 
 import glob
-import re
 import shutil
 import sys
 from collections.abc import Callable
@@ -23,12 +22,11 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from glance.families import GlanceError, read_json
+from glance.families import GlanceError, is_hub_id, model_not_found, read_json
 from glance.hub_errors import HubUnreachable, first_line, hub_error, one_line_hub_errors
 
 # Weight formats a diffusers pipeline loaded with use_safetensors=True never reads.
 UNSAFE_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".msgpack", ".h5", ".onnx", ".onnx_data", ".gguf", ".ot")
-_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 LOOKUP_TIMEOUT_S = 10.0
 DISK_MARGIN = 1 << 30  # keep 1 GiB free beyond the download
 
@@ -70,8 +68,8 @@ def resolve_model(
     local = Path(model).expanduser()
     if local.is_dir():
         return ModelSource(model=str(local.resolve()), folder=local.resolve())
-    if not _REPO_ID.fullmatch(model) or model.startswith((".", "~")):
-        raise GlanceError(f"model not found: {model} is neither a folder nor a Hub id (owner/name)")
+    if not is_hub_id(model):
+        raise model_not_found(model)
 
     from huggingface_hub import constants
 
@@ -79,10 +77,10 @@ def resolve_model(
     if cached is not None:
         return ModelSource(model=model, revision=cached.name, folder=cached)
     if constants.HF_HUB_OFFLINE:
-        reason = f"{model} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE=1"
         if not fetch:
+            reason = f"{model} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE=1"
             return ModelSource(model=model, revision=revision, note=f"{reason}: the download is still to come")
-        raise GlanceError(f"{reason} forbids downloading it; run once with the Hub reachable (unset HF_HUB_OFFLINE)")
+        raise offline_refusal(model)
 
     try:
         listing = hub_listing(model, revision)
@@ -101,8 +99,18 @@ def resolve_model(
             note=f"{model} is not downloaded yet: about {_size(missing)} to download on the first `glance train`",
         )
     folder = download(model, listing, emit=emit)
-    _remember_ref(model, revision or "main", listing.sha)
+    remember_ref(model, revision or "main", listing.sha)
     return ModelSource(model=model, revision=listing.sha, folder=folder)
+
+
+def offline_refusal(repo_id: str) -> GlanceError:
+    """The line for a repo that is not in the cache while HF_HUB_OFFLINE forbids asking the Hub."""
+    from huggingface_hub import constants
+
+    return GlanceError(
+        f"{repo_id} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE=1 forbids "
+        "downloading it; run once with the Hub reachable (unset HF_HUB_OFFLINE)"
+    )
 
 
 def cached_snapshot(model: str, revision: str | None = None) -> Path | None:
@@ -334,7 +342,7 @@ class _ByteProgress:
         self.bar.close()
 
 
-def _remember_ref(model: str, revision: str, sha: str) -> None:
+def remember_ref(model: str, revision: str, sha: str) -> None:
     """Record `revision` -> `sha` in the cache's refs/, as huggingface_hub does, so the next look-up is local.
 
     (The download itself asks for the commit hash, which is immutable, and so records no ref.)

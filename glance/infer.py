@@ -16,9 +16,9 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from glance.batch import plan_images, sheet_path
-from glance.families import GlanceError, resolve_family
+from glance.families import GlanceError, model_schedule, resolve_family
 from glance.files import check_writable_dir
-from glance.infer_options import InferOptions
+from glance.infer_options import DEFAULT_IMAGE_NAME, SAMPLES_DIR, InferOptions
 from glance.loras import read_pair
 from glance.manifest import MANIFEST_NAME, PHASES, load_manifest
 from glance.memory.plans import is_out_of_memory, sampling_oom_message
@@ -45,6 +45,7 @@ class InferRun:
 def options_from_manifest(output_dir: Path, **overrides) -> InferOptions:
     """Options from `<output_dir>/glance.json`, with `overrides` (None meaning "not given") on top.
 
+    The images go to OUTPUT_DIR/samples/ unless `out` says otherwise (where `glance push` looks for them).
     Without a manifest, `slow_lora`, `fast_lora`, `model` and `lists` must all be given.
     """
     overrides = {key: value for key, value in overrides.items() if value is not None}
@@ -63,6 +64,7 @@ def options_from_manifest(output_dir: Path, **overrides) -> InferOptions:
             values["model_revision"] = manifest.model_revision
         if manifest.train_guidance is not None:  # FLUX samples with the guidance it was trained at
             values["guidance"] = manifest.train_guidance
+        values["out"] = Path(output_dir) / SAMPLES_DIR / DEFAULT_IMAGE_NAME  # the run's renders stay with it
         for phase in PHASES:
             if f"{phase}_lora" not in overrides:
                 values[f"{phase}_lora"] = manifest.lora_dir(phase, manifest_path)
@@ -135,6 +137,12 @@ def run_infer(
         raise GlanceError("--cpu-offload needs a cuda or mps device")
     memory = sampling_plan(options, family, device, model_dir)
     reporter.message(memory.describe())
+    multiple = family.patch_size * model_schedule(model_dir, family).vae_scale_factor
+    if options.width % multiple or options.height % multiple:  # the pipeline rounds down without a word
+        reporter.result(
+            f"note: {family.name} renders sizes in multiples of {multiple}: {options.width}x{options.height} "
+            f"becomes {options.width // multiple * multiple}x{options.height // multiple * multiple}"
+        )
 
     spread = f", {options.num_processes} processes" if options.num_processes > 1 else ""
     reporter.message(

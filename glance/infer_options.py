@@ -15,6 +15,8 @@ from glance.memory.plans import QuantizeChoice
 from glance.schedule import TimestepLists
 
 DEFAULT_SIZE = 1024  # without a manifest: the Glance paper's training resolution
+SAMPLES_DIR = "samples"  # in a run folder: where `glance infer` renders by default and `glance push` looks
+DEFAULT_IMAGE_NAME = "glance.png"
 
 DeviceChoice = Literal["auto", "cuda", "mps", "cpu"]
 DtypeChoice = Literal["auto", "bfloat16", "float16", "float32"]
@@ -35,7 +37,7 @@ class InferOptions(BaseModel):
     lists: TimestepLists  # the slow and fast lists the LoRAs were trained on
     slow_lora: Path
     fast_lora: Path
-    out: Path = Path("glance.png")  # one image; several are numbered beside it (glance-001.png, ...)
+    out: Path = Path(DEFAULT_IMAGE_NAME)  # one image; several are numbered beside it (glance-001.png, ...)
     seeds: list[int] = Field([0], min_length=1)
     width: int = Field(DEFAULT_SIZE, ge=16)
     height: int = Field(DEFAULT_SIZE, ge=16)
@@ -61,6 +63,12 @@ class InferOptions(BaseModel):
             if "seed" in values:
                 values["seeds"] = [values.pop("seed")]
         return values
+
+    @field_validator("out")
+    @classmethod
+    def _folder_takes_the_default_name(cls, out: Path) -> Path:
+        """A folder (one that exists, or a path without a suffix) gets glance.png inside it."""
+        return out / DEFAULT_IMAGE_NAME if out.is_dir() or not out.suffix else out
 
     @field_validator("compare", mode="before")
     @classmethod

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from glance.families import GlanceError, read_json
+from glance.files import file_sha256
 from glance.manifest import WEIGHTS_NAME
 from glance.memory.pipeline_quantization import is_quantized
 
@@ -33,6 +35,11 @@ class LoraFile:
     @property
     def file(self) -> Path:
         return self.folder / WEIGHTS_NAME
+
+    @cached_property
+    def sha256(self) -> str:
+        """What identifies the LoRA wherever its run folder is copied or moved (the PNG records carry it)."""
+        return file_sha256(self.file)
 
     def check_fits(self, transformer, model: str) -> None:
         """Every LoRA layer must sit on a layer of this transformer with the same in/out features.
@@ -105,10 +112,11 @@ class LoraFile:
         return self.alpha / first.lora_alpha[adapter_name]
 
     def describe(self, transformer, adapter_name: str) -> dict:
-        """Path, rank, alpha (and where it was read) and the scale the adapter ran with."""
+        """Path, file hash, rank, alpha (and where it was read) and the scale the adapter ran with."""
         layer = transformer.get_submodule(next(iter(self.weights)))
         return {
             "path": str(self.folder),
+            "sha256": self.sha256,
             "rank": layer.r[adapter_name],
             "alpha": self.alpha if self.alpha is not None else layer.lora_alpha[adapter_name],
             "alpha_from": self.alpha_from,
@@ -122,17 +130,20 @@ def read_pair(slow: Path, fast: Path) -> dict[str, LoraFile]:
 
 
 def read_lora_file(name: str, folder: Path) -> LoraFile:
-    """The LoRA folder given as --`name`, read and checked: diffusers-format keys, A and B of one rank, its alpha."""
+    """The `name` ("slow" or "fast") LoRA folder, read and checked: diffusers-format keys, A and B of one rank,
+    its alpha. The messages name the LoRA, not an option: the folder may come from a manifest or a flag."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     folder = Path(folder)
-    flag = f"--{name}"
     if not folder.is_dir():
-        raise GlanceError(f"{flag}: {folder} is not a folder")
+        raise GlanceError(f"the {name} LoRA folder {folder} does not exist; run `glance train` again")
     path = folder / WEIGHTS_NAME
     if not path.is_file():
-        raise GlanceError(f"{flag}: {folder} has no {WEIGHTS_NAME}; point it at a LoRA folder written by glance train")
+        raise GlanceError(
+            f"the {name} LoRA folder {folder} has no {WEIGHTS_NAME}; run `glance train` again "
+            "(a folder of LoRA weights not written by glance train will not do)"
+        )
     try:
         tensors = load_file(path)
     except (OSError, SafetensorError) as exc:
@@ -177,3 +188,40 @@ def training_alpha(path: Path, rank: int) -> tuple[float | None, str]:
         raise GlanceError(f"{config_path} says lora_rank {trained_rank}, but {path} has rank {rank}")
     alpha = config.get("lora_alpha")
     return float(alpha if alpha is not None else rank), SIMPLETUNER_CONFIG_NAME  # SimpleTuner's default: rank
+
+
+_BLOCK_INDEX = re.compile(r"^transformer\.(?:single_)?transformer_blocks\.(\d+)\.")
+
+
+def lora_extent(path: Path) -> tuple[int | None, int]:
+    """The width of the transformer a LoRA file was made for (its attention inputs) and the blocks it reaches,
+    from the safetensors header alone."""
+    import json
+    import struct
+
+    with open(path, "rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(length))
+    widths = {entry["shape"][1] for key, entry in header.items() if key.endswith("attn.to_q.lora_A.weight")}
+    blocks = [int(m[1]) + 1 for key in header if (m := _BLOCK_INDEX.match(key))]
+    return (widths.pop() if len(widths) == 1 else None), max(blocks, default=0)
+
+
+def check_pair_fits(weights: dict[str, Path], model: str) -> None:
+    """`glance infer`'s fit check (LoraFile.check_fits), made where the model is not loaded (export, push):
+    the LoRAs' width and depth against the transformer's, when its config is at hand or its size is known."""
+    from glance.memory.sizes import exact_model_sizes
+
+    sizes = exact_model_sizes(model)
+    if sizes is None:
+        return  # an unknown Hub model that is not downloaded: nothing to compare with
+    for phase, path in weights.items():
+        if not Path(path).is_file():
+            raise GlanceError(f"the {phase} LoRA is missing: {path}; run `glance train` again")
+        width, blocks = lora_extent(path)
+        if (width is not None and width != sizes.width) or blocks > sizes.blocks:
+            made_for = f"{width} wide" if width is not None else "another width"
+            raise GlanceError(
+                f"the {phase} LoRA does not fit {model}: it was made for a transformer {made_for} with at least "
+                f"{blocks} blocks, {model}'s is {sizes.width} wide with {sizes.blocks}"
+            )

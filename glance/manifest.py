@@ -88,7 +88,9 @@ def load_manifest(path: Path) -> RunManifest:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise GlanceError(f"no run manifest at {path}; run `glance train` first or pass --slow and --fast") from None
+        raise GlanceError(
+            f"no run manifest at {path}; run `glance train` first, or pass -o with the run's folder"
+        ) from None
     except OSError as exc:
         raise GlanceError(f"cannot read {path}: {exc.strerror or exc}") from None
     try:

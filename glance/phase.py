@@ -57,6 +57,8 @@ def phase_launches(plan: RunPlan, *, parallel: bool = False, num_processes: int 
         if parallel:  # disjoint GPU sets: slow on the first num_processes GPUs, fast on the next
             gpus = ",".join(str(g) for g in range(index * num_processes, (index + 1) * num_processes))
         env = phase_env(simpletuner, cuda=plan.cuda, gpus=gpus, accelerate_config=accelerate)
+        if plan.text_encoder_parts is not None:  # the text encoder's repo is served from the run's own cache
+            env["HF_HUB_CACHE"] = str(plan.hub_cache_dir.resolve())
         command = phase_command(simpletuner, plan.config_paths[phase])
         launches.append(PhaseLaunch(phase, command, env, plan.output_dir))
     return launches
@@ -66,6 +68,9 @@ def accelerate_config_path(plan: RunPlan, num_processes: int) -> Path | None:
     if num_processes == 1:
         return None
     return plan.settings.config_dir / f"accelerate-{num_processes}.yaml"
+
+
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 class PhaseRun:
@@ -107,6 +112,7 @@ class PhaseRun:
             self._line(buffer.decode("utf-8", errors="replace"))
 
     def _line(self, line: str) -> None:
+        line = _ANSI_ESCAPE.sub("", line)  # SimpleTuner colours its log lines even into a pipe
         if not line.strip():
             return
         self._log.write(line + "\n")

@@ -17,13 +17,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from glance.families import DEFAULT_MODEL, FAMILIES, Family, model_schedule, resolve_family
+from glance.families import DEFAULT_MODEL, FAMILIES, Family, GlanceError, model_schedule, resolve_family
 from glance.files import check_writable_dir, folder_fingerprint, needs_writing, write_atomic
 from glance.hub import ModelSource, resolve_model
 from glance.manifest import MANIFEST_NAME, PHASES, PhaseName
 from glance.memory.plans import QuantizeChoice, TrainingPlan, plan_training
 from glance.memory.sizes import model_sizes
-from glance.pair import DEFAULT_IMAGE, ImagePair, check_pair, stage_pair
+from glance.pair import DEFAULT_BACKGROUND, DEFAULT_IMAGE, ImagePair, caption_length_note, check_pair, stage_pair
 from glance.schedule import TimestepLists, default_lists, parse_lists, to_simpletuner
 from glance.simpletuner import (
     CPU_SHIM_DIR,
@@ -60,6 +60,7 @@ class TrainSettings(BaseModel):
     quantize: QuantizeChoice = "auto"  # the memory plan (glance/memory/)
     gradient_checkpointing: bool | None = None  # None: as the plan says
     gpu_memory: float | None = Field(None, gt=0)  # GiB of the card to plan for; None: nvidia-smi's
+    background: str = DEFAULT_BACKGROUND  # what a transparent image's clear pixels are trained on
 
 
 def cuda_available(device: Device) -> bool:
@@ -89,6 +90,8 @@ class RunPlan:
     configs: dict[PhaseName, TrainingConfig]
     config_paths: dict[PhaseName, Path]
     memory: TrainingPlan
+    notes: list[str]  # what the run changes of the user's input (a flattened image, a cut caption): said once
+    text_encoder_parts: tuple[str, tuple[Path, ...]] | None = None  # Family.text_encoder_parts: served from HUB_CACHE
 
     @property
     def output_dir(self) -> Path:
@@ -97,6 +100,11 @@ class RunPlan:
     @property
     def dataset_dir(self) -> Path:
         return self.output_dir / "dataset"
+
+    @property
+    def hub_cache_dir(self) -> Path:
+        """A Hub cache of this run's own, for the phases (HF_HUB_CACHE) when the text encoder is served from it."""
+        return self.output_dir / "hub-cache"
 
     @property
     def cache_dir(self) -> Path:
@@ -160,12 +168,12 @@ def plan_run(settings: TrainSettings, *, fetch: bool = False) -> RunPlan:
     source = resolve_model(settings.model, revision=settings.revision, fetch=False)
     # The pair is checked before a download; the family (known once the model is there) may ask more.
     smallest_side = min(f.min_image_side for f in FAMILIES.values())
-    pair = check_pair(settings.image, smallest_side)
+    pair = check_pair(settings.image, smallest_side, settings.background)
     if fetch and source.folder is None:
         source = resolve_model(settings.model, revision=settings.revision, fetch=True)
     family = resolve_family(source.path_or_id, settings.family)
     if family.min_image_side > smallest_side:
-        pair = check_pair(settings.image, family.min_image_side)
+        pair = check_pair(settings.image, family.min_image_side, settings.background)
     model = source.path_or_id
     lists = resolve_lists(settings, family, model)
     cuda = cuda_available(settings.device)
@@ -203,6 +211,7 @@ def plan_run(settings: TrainSettings, *, fetch: bool = False) -> RunPlan:
     configs = {
         phase: TrainingConfig(
             model_family=family.name,
+            model_flavour=family.flavour_for(model),
             pretrained_model_name_or_path=model,
             data_backend_config=run_relative(dataloaders[phase][0], settings.output_dir),
             output_dir=f"glance-{phase}",
@@ -223,7 +232,17 @@ def plan_run(settings: TrainSettings, *, fetch: bool = False) -> RunPlan:
         for phase in PHASES
     }
     config_paths = {phase: cfg_dir / f"glance-{phase}.json" for phase in PHASES}
-    return RunPlan(settings, source, family, pair, lists, cuda, dataloaders, configs, config_paths, memory)
+    notes = [note for note in (_transparency_note(pair), caption_length_note(pair.caption, source.folder)) if note]
+    return RunPlan(
+        settings, source, family, pair, lists, cuda, dataloaders, configs, config_paths, memory, notes,
+        family.text_encoder_parts(model),
+    )  # fmt: skip
+
+
+def _transparency_note(pair: ImagePair) -> str | None:
+    if pair.background is None:
+        return None
+    return f"{pair.image} has transparent pixels: trained on it flattened onto {pair.background} (--background)"
 
 
 def write_configs(plan: RunPlan, *, force: bool = False, replaceable: frozenset[Path] = frozenset()) -> list[Path]:
@@ -240,9 +259,41 @@ def write_configs(plan: RunPlan, *, force: bool = False, replaceable: frozenset[
     }
     _reset_stale_caches(plan)
     stage_pair(plan.pair, plan.dataset_dir)
+    _stage_text_encoder(plan)
     for path, text in to_write.items():
         write_atomic(path, text)
     return list(files)
+
+
+HUB_CACHE_COMMIT = "0" * 40  # the one snapshot of a repo in the run's own Hub cache
+
+
+def _stage_text_encoder(plan: RunPlan) -> None:
+    """Serve the model's text-encoder folders as the hub repo SimpleTuner asks for, in the run's own Hub cache.
+
+    The phases run offline with HF_HUB_CACHE there (glance/phase.py), so the repo resolves to links to the
+    model's files: nothing copied, nothing downloaded, the user's own cache untouched.
+    """
+    if plan.text_encoder_parts is None:
+        return
+    repo, parts = plan.text_encoder_parts
+    for part in parts:
+        if not part.is_dir():
+            raise GlanceError(f"{part} is missing: the model folder has no {part.name}/ for SimpleTuner's text encoder")
+    repo_dir = plan.hub_cache_dir / f"models--{repo.replace('/', '--')}"
+    if repo_dir.exists():
+        shutil.rmtree(repo_dir)
+    snapshot = repo_dir / "snapshots" / HUB_CACHE_COMMIT
+    snapshot.mkdir(parents=True)
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text(HUB_CACHE_COMMIT)
+    for part in parts:
+        for file in sorted(part.iterdir()):
+            link = snapshot / file.name
+            if link.exists():
+                names = ", ".join(p.name for p in parts)
+                raise GlanceError(f"{file.name} is in more than one of {names}: cannot serve them as {repo}")
+            link.symlink_to(file.resolve())
 
 
 def _reset_stale_caches(plan: RunPlan) -> None:
@@ -267,13 +318,23 @@ def simpletuner_command_lines(plan: RunPlan) -> list[str]:
     """The plain shell lines that run each phase by hand, as `glance train` runs them."""
     import shlex
 
+    from glance.families import GlanceError
+    from glance.simpletuner import find_simpletuner
+
+    try:  # by its full path, with its folder first on PATH (it starts `accelerate` by name): no venv to activate
+        simpletuner = find_simpletuner()
+    except GlanceError:
+        simpletuner = None
     env = {"CONFIG_BACKEND": "json", "MIXED_PRECISION": plan.configs["slow"].mixed_precision}
     if not plan.cuda:
         env["PYTHONPATH"] = str(CPU_SHIM_DIR)  # the pin_memory shim, see glance/simpletuner.py
     prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+    if simpletuner is not None:
+        prefix = f'PATH={shlex.quote(str(simpletuner.parent))}:"$PATH" {prefix}'
+    program = shlex.quote(str(simpletuner)) if simpletuner is not None else "simpletuner"
     run_dir = shlex.quote(str(plan.output_dir))
     return [
-        f"(cd {run_dir} && {prefix} simpletuner train --env "
+        f"(cd {run_dir} && {prefix} {program} train --env "
         f"{shlex.quote(run_relative(plan.config_paths[p], plan.output_dir))})"
         for p in PHASES
     ]

@@ -6,18 +6,15 @@ wrote stays glance's to replace only while nobody has changed it since.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 from glance import __version__
-from glance.manifest import PHASES, WEIGHTS_NAME, PhaseName, PhaseRecord, RunManifest, package_versions
-from glance.run_plan import RunPlan
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+from glance.families import GlanceError
+from glance.files import file_sha256
+from glance.manifest import PHASES, WEIGHTS_NAME, PhaseName, PhaseRecord, RunManifest, load_manifest, package_versions
+from glance.run_plan import RunPlan, write_configs
 
 
 def unchanged_since(manifest: RunManifest | None) -> frozenset[Path]:
@@ -27,13 +24,13 @@ def unchanged_since(manifest: RunManifest | None) -> frozenset[Path]:
     return frozenset(
         Path(path)
         for path, digest in manifest.written_configs.items()
-        if Path(path).is_file() and _sha256(Path(path).read_bytes()) == digest
+        if Path(path).is_file() and file_sha256(Path(path)) == digest
     )
 
 
 def written_configs(paths: list[Path]) -> dict[str, str]:
     """What the manifest records of the config files a run wrote: absolute path -> sha256."""
-    return {str(path.resolve()): _sha256(path.read_bytes()) for path in paths}
+    return {str(path.resolve()): file_sha256(path) for path in paths}
 
 
 def fresh_manifest(plan: RunPlan, previous: RunManifest | None) -> RunManifest:
@@ -85,3 +82,32 @@ def phase_record(plan: RunPlan, phase: PhaseName, duration_s: float) -> PhaseRec
         duration_s=round(duration_s, 2),
         finished_at=datetime.now(UTC),
     )
+
+
+def write_run_files(plan: RunPlan, *, force: bool, keep_finished: bool = False) -> RunManifest:
+    """Stage the pair, write the configs and save the manifest that describes the folder now.
+
+    The configs glance wrote itself (recorded in the manifest) are replaced when an option changes,
+    as `glance train` and `glance configs` both do; a file edited since needs `force`. With
+    `keep_finished` (`glance configs`, which trains nothing) a finished phase whose inputs the new
+    files would change is refused unless `force`: its LoRA would stay on record next to a dataset
+    and configs it was not trained on, and export and push would describe the wrong pair.
+    """
+    previous = _previous_manifest(plan)
+    if keep_finished and previous is not None and not force:
+        stale = [p for p, record in previous.phases.items() if record.inputs_sha256 != plan.inputs_sha256(p)]
+        if stale:
+            raise GlanceError(
+                f"{plan.output_dir} holds a finished run ({' and '.join(stale)} phase) trained on other inputs; "
+                "these configs would replace its dataset and configs: pass another --output-dir, "
+                "or --force to replace the run"
+            )
+    written = write_configs(plan, force=force, replaceable=unchanged_since(previous))
+    manifest = fresh_manifest(plan, previous)  # a finished phase stays only while its inputs are unchanged
+    manifest.written_configs = written_configs(written)
+    manifest.save(plan.manifest_path)
+    return manifest
+
+
+def _previous_manifest(plan: RunPlan) -> RunManifest | None:
+    return load_manifest(plan.manifest_path) if plan.manifest_path.is_file() else None

@@ -79,7 +79,7 @@ def load_pipeline(model: str, family: Family, dtype, memory: SamplingPlan | None
 
     import diffusers
 
-    pipeline_class = getattr(diffusers, family.pipeline_class)
+    pipeline_class = getattr(diffusers, family.pipeline_class_for(model))
     # The quanto backend quantizes each weight as it loads (on the CPU), so the bf16 model never reaches the GPU.
     quantization = pipeline_quantization_config(memory) if memory is not None else None
     try:

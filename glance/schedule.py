@@ -35,6 +35,52 @@ def _static_shift(shift: float, s: float) -> float:
     return shift * s / (1 + (shift - 1) * s)
 
 
+def _linspace(steps: int) -> list[float]:
+    """The pipelines' np.linspace(1, 1/N, N), cast to float32."""
+    return [_f32(1.0 - i * (1.0 - 1.0 / steps) / (steps - 1)) for i in range(steps)]
+
+
+def _resolution_mu(settings, seq_len: int) -> float:
+    """diffusers' calculate_shift: mu linear in the packed token count."""
+    slope = (settings.max_shift - settings.base_shift) / (settings.max_image_seq_len - settings.base_image_seq_len)
+    return seq_len * slope + settings.base_shift - slope * settings.base_image_seq_len
+
+
+def empirical_mu(seq_len: int, steps: int) -> float:
+    """FLUX.2's mu (diffusers pipeline_flux2.py, compute_empirical_mu): fitted on 10 and 200 steps, linear in both.
+
+    Above 4300 tokens it depends on the size alone; below, fewer steps shift more (mu falls as `steps` grows).
+    """
+    a1, b1 = 8.73809524e-05, 1.89833333
+    a2, b2 = 0.00016927, 0.45666666
+    m_200 = a2 * seq_len + b2
+    if seq_len > 4300:
+        return float(m_200)
+    m_10 = a1 * seq_len + b1
+    a = (m_200 - m_10) / 190.0
+    return float(a * steps + (m_200 - 200.0 * a))
+
+
+def default_grid(family: Family, model: ModelSchedule, seq_len: int, steps: int) -> tuple[list[float], float | None]:
+    """The unshifted sigmas the family's pipeline starts from, and the mu it shifts them with (None: static shift).
+
+    One branch per `Family.default_sigmas` mode: a family whose pipeline derives its schedule
+    another way adds its mode here.
+    """
+    settings = model.scheduler
+    mu = _resolution_mu(settings, seq_len) if settings.use_dynamic_shifting else None
+    if family.default_sigmas == "linspace":
+        return _linspace(steps), mu
+    if family.default_sigmas == "scheduler":  # the scheduler's own spacing between its float32 sigma_max and sigma_min
+        sigma_min = 1.0 / NUM_TRAIN_TIMESTEPS
+        if not settings.use_dynamic_shifting:
+            sigma_min = _f32(_static_shift(settings.shift, _f32(sigma_min)))
+        return [1.0 - i * (1.0 - sigma_min) / (steps - 1) for i in range(steps)], mu
+    if family.default_sigmas == "empirical_mu":  # FLUX.2: linspace, with a mu from the size AND the step count
+        return _linspace(steps), (empirical_mu(seq_len, steps) if settings.use_dynamic_shifting else None)
+    raise GlanceError(f"the {family.name} family has an unknown default_sigmas mode {family.default_sigmas!r}")
+
+
 def base_schedule(
     family: Family, model: ModelSchedule, width: int, height: int, steps: int = BASE_STEPS
 ) -> list[float]:
@@ -44,17 +90,9 @@ def base_schedule(
     exactly as diffusers prints them (and as the published lists read).
     """
     settings = model.scheduler
-    if family.default_sigmas == "linspace":  # the pipeline's np.linspace(1, 1/N, N), cast to float32
-        sigmas = [_f32(1.0 - i * (1.0 - 1.0 / steps) / (steps - 1)) for i in range(steps)]
-    else:  # the scheduler's own spacing between its (float32) sigma_max and sigma_min
-        sigma_min = 1.0 / NUM_TRAIN_TIMESTEPS
-        if not settings.use_dynamic_shifting:
-            sigma_min = _f32(_static_shift(settings.shift, _f32(sigma_min)))
-        sigmas = [1.0 - i * (1.0 - sigma_min) / (steps - 1) for i in range(steps)]
-    if settings.use_dynamic_shifting:
-        seq_len = family.image_seq_len(width, height, model.vae_scale_factor)
-        slope = (settings.max_shift - settings.base_shift) / (settings.max_image_seq_len - settings.base_image_seq_len)
-        mu = seq_len * slope + settings.base_shift - slope * settings.base_image_seq_len
+    seq_len = family.image_seq_len(width, height, model.vae_scale_factor)
+    sigmas, mu = default_grid(family, model, seq_len, steps)
+    if mu is not None:
         sigmas = [_time_shift(settings, mu, _f32(s)) for s in sigmas]
     else:
         sigmas = [_f32(_static_shift(settings.shift, s)) for s in sigmas]

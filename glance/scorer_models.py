@@ -20,21 +20,29 @@ _WANTED = (".json", ".txt", ".model", ".safetensors")
 
 def scorer_folder(model: str, *, scorer: str) -> Path:
     """The local folder of scorer `scorer`'s model `model` (a folder, or a Hub id fetched into the cache)."""
-    from glance.hub import _REPO_ID
+    from glance.families import is_hub_id
 
     local = Path(model).expanduser()
     if local.is_dir():
         if not (local / "config.json").is_file() or not any(local.glob("*.safetensors")):
             raise GlanceError(f"--scorer-model {model}: not a transformers model folder (config.json, *.safetensors)")
         return local.resolve()
-    if not _REPO_ID.fullmatch(model):
+    if not is_hub_id(model):
         raise GlanceError(f"--scorer-model {model}: neither a folder nor a Hub id (owner/name)")
     cached = _cached(model)
     if cached is not None:
         return cached
     from huggingface_hub import constants
 
-    from glance.hub import DISK_MARGIN, _download_in_child, _existing_parent, _missing_bytes, _size, hub_listing
+    from glance.hub import (
+        DISK_MARGIN,
+        _download_in_child,
+        _existing_parent,
+        _missing_bytes,
+        _size,
+        hub_listing,
+        remember_ref,
+    )
     from glance.hub_errors import HubUnreachable
 
     if constants.HF_HUB_OFFLINE:
@@ -56,9 +64,7 @@ def scorer_folder(model: str, *, scorer: str) -> Path:
         raise GlanceError(f"not enough disk for {model}: {_size(missing)} to download, {_size(free)} free in {cache}")
     print(f"downloading the {scorer} scorer {model}: {len(files)} files, {_size(missing)}", file=sys.stderr, flush=True)
     folder = _download_in_child(model, listing, files, missing)
-    from glance.hub import _remember_ref
-
-    _remember_ref(model, "main", listing.sha)
+    remember_ref(model, "main", listing.sha)
     return folder
 
 

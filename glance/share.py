@@ -12,18 +12,19 @@ import json
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from glance.card import Sample, TrainingImage, render_card
 from glance.families import GlanceError, get_family, is_local_model
 from glance.files import write_atomic
 from glance.hub_errors import one_line_hub_errors
+from glance.infer_options import SAMPLES_DIR
+from glance.loras import check_pair_fits
 from glance.manifest import MANIFEST_NAME, PHASES, WEIGHTS_NAME, RunManifest, load_finished_run, load_manifest
 from glance.simpletuner import add_adapter_metadata
 
 CARD_NAME = "README.md"
-SAMPLES_DIR = "samples"  # in the run folder: where `glance push --sample` renders
 SAMPLES_REPO_DIR = "images"  # in the repo: this push's samples, and only these
 COMFYUI_DIR = "comfyui"  # in the repo: the files `glance export comfyui` writes
 LOGIN_HINT = "run `hf auth login` or set HF_TOKEN to a token with write access"
@@ -46,6 +47,8 @@ class PushResult:
     folder: Path
     files: list[str]
     card: str
+    samples: list[Sample] = field(default_factory=list)  # the pushed images and their prompts
+    skipped: list[str] = field(default_factory=list)  # images found beside them and why they are not pushed
     url: str | None = None  # the commit, when pushed
     commit: str | None = None
 
@@ -70,10 +73,19 @@ def card_base_model(manifest: RunManifest, base_model: str | None) -> str:
         return base_model
     if is_local_model(manifest.model) or Path(manifest.model).is_absolute():
         raise GlanceError(
-            f"the run trained on a local folder ({manifest.model}); pass --base-model HUB_ID for the card, "
-            "e.g. --base-model black-forest-labs/FLUX.1-dev"
+            f"the run trained on a local folder ({manifest.model}); pass --base-model with the Hub id of "
+            "the model in that folder, for the card"
         )
     return manifest.model
+
+
+def check_base_model(manifest: RunManifest, manifest_path: Path, base_model: str) -> None:
+    """The card's base model must be one the pair fits (glance infer's check, from the files' shapes)."""
+    weights = {phase: manifest.lora_dir(phase, manifest_path) / WEIGHTS_NAME for phase in PHASES}
+    try:
+        check_pair_fits(weights, base_model)
+    except GlanceError as exc:
+        raise GlanceError(f"{exc}; the card must name the model the run trained on ({manifest.model})") from None
 
 
 def public_manifest(manifest: RunManifest, base_model: str) -> str:
@@ -87,25 +99,40 @@ def public_manifest(manifest: RunManifest, base_model: str) -> str:
     return json.dumps(data, indent=2) + "\n"
 
 
-def find_samples(manifest: RunManifest, output_dir: Path, search: list[Path]) -> list[Path]:
-    """PNGs in `search` folders that `glance infer` rendered with this run's two LoRAs."""
+def find_samples(manifest: RunManifest, output_dir: Path, search: list[Path]) -> tuple[list[Path], list[str]]:
+    """PNGs in `search` folders that `glance infer` rendered with this run's two LoRAs, and why each other
+    glance image there was passed over.
+
+    A PNG's record names the LoRA files by content hash, so a run folder copied or moved keeps its
+    samples (images from before the hashes were recorded are matched by the LoRA folders' paths).
+    """
+    from glance.files import file_sha256
     from glance.records import read_png_parameters
 
     manifest_path = Path(output_dir) / MANIFEST_NAME
     loras = {phase: manifest.lora_dir(phase, manifest_path) for phase in PHASES}
+    hashes = {phase: file_sha256(folder / WEIGHTS_NAME) for phase, folder in loras.items()}
+
+    def same_pair(used: dict) -> bool:
+        if all("sha256" in used.get(phase, {}) for phase in PHASES):
+            return all(used[phase]["sha256"] == hashes[phase] for phase in PHASES)
+        return all(Path(used.get(phase, {}).get("path", "")).resolve() == loras[phase] for phase in PHASES)
+
     found: list[Path] = []
+    skipped: list[str] = []
     for folder in dict.fromkeys(Path(f).resolve() for f in search):
         for png in sorted(folder.glob("*.png")) if folder.is_dir() else []:
             try:
                 record = read_png_parameters(png)
             except (GlanceError, ValueError):
-                continue
-            used = record.get("loras") or {}
-            if record.get("kind") == "glance" and all(
-                Path(used.get(phase, {}).get("path", "")).resolve() == loras[phase] for phase in PHASES
-            ):
+                continue  # not glance's
+            if record.get("kind") != "glance":
+                skipped.append(f"{png}: the base model's image (--compare), not the pair's")
+            elif same_pair(record.get("loras") or {}):
                 found.append(png)
-    return found
+            else:
+                skipped.append(f"{png}: rendered with other LoRAs than this run's")
+    return found, skipped
 
 
 def render_samples(output_dir: Path, prompts: tuple[str, ...]) -> list[Path]:
@@ -146,6 +173,7 @@ def build_folder(options: PushOptions, folder: Path, *, search: list[Path] | Non
     manifest = load_finished_run(options.output_dir)
     base_model = card_base_model(manifest, options.base_model)
     manifest_path = Path(options.output_dir) / MANIFEST_NAME
+    check_base_model(manifest, manifest_path, base_model)
     family = get_family(manifest.family)
     if options.sample_prompts:
         render_samples(options.output_dir, options.sample_prompts)
@@ -162,10 +190,10 @@ def build_folder(options: PushOptions, folder: Path, *, search: list[Path] | Non
     files[MANIFEST_NAME] = public_manifest(manifest, base_model).encode()
 
     samples: list[Sample] = []
-    search = (
-        search if search is not None else [Path.cwd(), Path(options.output_dir), Path(options.output_dir) / SAMPLES_DIR]
-    )
-    for index, png in enumerate(find_samples(manifest, options.output_dir, search), start=1):
+    # The run's own folder only (glance infer renders into OUTPUT_DIR/samples): never the current folder's strays.
+    search = search if search is not None else [Path(options.output_dir) / SAMPLES_DIR, Path(options.output_dir)]
+    found, skipped = find_samples(manifest, options.output_dir, search)
+    for index, png in enumerate(found, start=1):
         data, sample = _public_png(png, base_model)
         path = f"{SAMPLES_REPO_DIR}/sample-{index}.png"
         files[path] = data
@@ -205,7 +233,7 @@ def build_folder(options: PushOptions, folder: Path, *, search: list[Path] | Non
             rank=manifest.rank,
             alpha=family.recipe.alpha_per_rank * manifest.rank,
         )
-    return PushResult(folder, sorted(files), card)
+    return PushResult(folder, sorted(files), card, samples, skipped)
 
 
 def _training_files(output_dir: Path) -> tuple[TrainingImage, dict[str, bytes]]:
@@ -228,10 +256,12 @@ def push(options: PushOptions, *, emit: Callable[[str], None] = print) -> PushRe
 
     The commit also removes the samples an earlier push left in the repo that this push does not replace.
     """
-    from huggingface_hub import HfApi, get_token
+    from huggingface_hub import HfApi, constants, get_token
 
     check_repo_id(options.repo_id)
     load_finished_run(options.output_dir)  # before asking for a token: the cheaper fault first
+    if constants.HF_HUB_OFFLINE:
+        raise GlanceError("HF_HUB_OFFLINE is set: pushing needs the Hub; unset HF_HUB_OFFLINE (or try --dry-run)")
     token = get_token()
     if token is None:
         raise GlanceError(f"not logged in to the Hub: {LOGIN_HINT}")
@@ -251,28 +281,57 @@ def push(options: PushOptions, *, emit: Callable[[str], None] = print) -> PushRe
                 # An earlier push's samples go in this same commit; the card shows only this push's.
                 delete_patterns=[f"{SAMPLES_REPO_DIR}/*"],
             )
-    return PushResult(built.folder, built.files, built.card, url=commit.commit_url, commit=commit.oid)
+    return PushResult(
+        built.folder, built.files, built.card, built.samples, built.skipped, url=commit.commit_url, commit=commit.oid
+    )
 
 
 def fetch_pair(repo_id: str, revision: str | None = None) -> Path:
-    """Download a pushed pair's manifest and LoRA files (cached by huggingface_hub); its local folder."""
-    from huggingface_hub import hf_hub_download, snapshot_download
-    from huggingface_hub.errors import EntryNotFoundError
+    """A pushed pair's manifest and LoRA files, downloaded into the Hugging Face cache; its local folder.
+
+    The repo is looked up first, so a refusal or an unreachable Hub is one line in seconds (the same
+    lines as a base model's, glance/hub_errors.py); offline, or with the Hub out of reach, a pair
+    already in the cache is used as it is.
+    """
+    from huggingface_hub import constants, snapshot_download
+
+    from glance.hub import hub_listing, offline_refusal, remember_ref
+    from glance.hub_errors import HubUnreachable
 
     check_repo_id(repo_id)
+    files = [MANIFEST_NAME, *(f"glance-{phase}/{WEIGHTS_NAME}" for phase in PHASES)]
+    cached = _cached_pair(repo_id, revision, files)
+    if constants.HF_HUB_OFFLINE:
+        if cached is None:
+            raise offline_refusal(repo_id)
+        return cached
+    try:
+        listing = hub_listing(repo_id, revision)
+    except HubUnreachable as exc:
+        if cached is None:
+            raise GlanceError(f"cannot fetch {repo_id}: {exc}") from None
+        return cached
+    if MANIFEST_NAME not in listing.files:
+        raise GlanceError(f"{repo_id} is not a Glance pair: it has no {MANIFEST_NAME}")
     with one_line_hub_errors(repo_id, revision=revision):
-        try:
-            manifest_file = Path(hf_hub_download(repo_id, MANIFEST_NAME, revision=revision))
-        except EntryNotFoundError:
-            raise GlanceError(f"{repo_id} is not a Glance pair: it has no {MANIFEST_NAME}") from None
-        try:
-            load_manifest(manifest_file)
-        except GlanceError:
-            raise GlanceError(f"{repo_id} is not a Glance pair: its {MANIFEST_NAME} is not a glance manifest") from None
-        folder = snapshot_download(
-            repo_id, revision=revision, allow_patterns=[MANIFEST_NAME, *(f"glance-{p}/{WEIGHTS_NAME}" for p in PHASES)]
-        )
-    return Path(folder)
+        folder = Path(snapshot_download(repo_id, revision=listing.sha, allow_patterns=files))
+    remember_ref(repo_id, revision or "main", listing.sha)
+    try:
+        load_manifest(folder / MANIFEST_NAME)
+    except GlanceError:
+        raise GlanceError(f"{repo_id} is not a Glance pair: its {MANIFEST_NAME} is not a glance manifest") from None
+    return folder
+
+
+def _cached_pair(repo_id: str, revision: str | None, files: list[str]) -> Path | None:
+    """The cached snapshot holding all of `files` at `revision` (default: main), if there is one."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = [try_to_load_from_cache(repo_id, name, revision=revision) for name in files]
+    if not all(isinstance(path, str) for path in found):
+        return None
+    folder = Path(found[0]).parent
+    return folder if all(Path(path) == folder / name for path, name in zip(found, files, strict=True)) else None
 
 
 def default_folder(output_dir: Path) -> Path:

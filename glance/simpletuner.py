@@ -85,6 +85,8 @@ class TrainingConfig(BaseModel):
 
     model_type: Literal["lora"] = "lora"
     model_family: str
+    # The family's code path within model_family (Family.flavour_for); None: SimpleTuner's default for a path.
+    model_flavour: str | None = None
     pretrained_model_name_or_path: str
     data_backend_config: str
     output_dir: str
@@ -101,6 +103,11 @@ class TrainingConfig(BaseModel):
     caption_dropout_probability: float = 0.0
     flow_custom_timesteps: str  # "1000.0,979.1915,...": a list would become repeated flags
     flow_timesteps_mode: Literal["fixed-list"] = "fixed-list"
+    # True skips a family's own respacing of the sampled sigmas (Chroma squares them: chroma/model.py:854-865);
+    # the custom list returns before the uniform branch itself (common.py:4975), so the list is what trains.
+    flow_use_uniform_schedule: bool | None = None
+    # True: never load a flavour's "assistant" LoRA (downloaded from the Hub at run time: common.py:645-680).
+    disable_assistant_lora: bool | None = None
     mixed_precision: Literal["bf16", "no"]
     optimizer: str
     seed: int

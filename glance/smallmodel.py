@@ -7,11 +7,11 @@ CPU, real enough that its images show what a Glance pair does.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from glance.families import GlanceError
+from glance.files import file_sha256
 
 MODEL_DIR = Path(__file__).resolve().parent / "models" / "shapes-flux"
 STAMP_NAME = "glance-shapes.json"  # the pretraining's arguments and every file's sha256
@@ -33,11 +33,3 @@ def shipped_model(*, verify: bool = False) -> Path:
             if not path.is_file() or file_sha256(path) != digest:
                 raise GlanceError(f"the small model's {name} differs from its stamp; reinstall glance")
     return MODEL_DIR
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

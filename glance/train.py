@@ -13,11 +13,11 @@ import time
 from glance.families import GlanceError
 from glance.files import check_writable_dir, write_atomic
 from glance.lock import RunLock
-from glance.manifest import PHASES, WEIGHTS_NAME, PhaseName, RunManifest, load_manifest
+from glance.manifest import PHASES, WEIGHTS_NAME, PhaseName, RunManifest
 from glance.phase import PhaseLaunch, PhaseRun, accelerate_config_path, check_phase_result, phase_launches
 from glance.progress import Reporter
-from glance.run_plan import RunPlan, write_configs
-from glance.run_record import fresh_manifest, phase_record, phases_to_run, unchanged_since, written_configs
+from glance.run_plan import RunPlan
+from glance.run_record import phase_record, phases_to_run, write_run_files
 from glance.simpletuner import accelerate_config_yaml, add_adapter_metadata
 
 
@@ -59,15 +59,12 @@ def _train_locked(
     num_processes: int,
     reporter: Reporter,
 ) -> RunManifest:
-    previous = load_manifest(plan.manifest_path) if plan.manifest_path.is_file() else None
-    written = write_configs(plan, force=force, replaceable=unchanged_since(previous))
+    manifest = write_run_files(plan, force=force)
     accelerate = accelerate_config_path(plan, num_processes)
     if accelerate is not None:
         write_atomic(accelerate, accelerate_config_yaml(num_processes, plan.configs["slow"].mixed_precision))
 
     reporter.message(plan.memory.describe())
-    manifest = fresh_manifest(plan, previous)
-    manifest.written_configs = written_configs(written)
     todo = phases_to_run(plan, manifest, force=force, only=only)
     for phase in PHASES:
         if phase not in todo and (only is None or only == phase):

@@ -6,6 +6,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach the hub
 
+from support.family_runs import chroma_run, flux2_run, z_image_run  # noqa: E402,F401  (one real run per newer family)
 from support.gpu_check_run import gpu_check_run  # noqa: E402,F401  (the quantized run, via benchmarks/gpu_check.py)
 from support.tiny_models import tiny  # noqa: E402,F401  (tiny offline pipelines and LoRAs, per family)
 from support.training import trained_run  # noqa: E402,F401  (the session's one real training run)
@@ -13,12 +14,12 @@ from support.training import trained_run  # noqa: E402,F401  (the session's one 
 # The fast tier (`pytest -m "not slow"`): a test is slow when it trains or samples for real, which
 # is when it uses one of these fixtures (directly or through another fixture); a test that runs
 # SimpleTuner or a pipeline on its own says so with @pytest.mark.slow.
-SLOW_FIXTURES = {"trained_run", "gpu_check_run", "tiny"}
+SLOW_FIXTURES = {"trained_run", "gpu_check_run", "tiny", "chroma_run", "z_image_run", "flux2_run"}
 
 # The suite runs on two processes (`-n 2 --dist loadgroup`, pytest-xdist): each expensive session
 # fixture is built once, on the one process that runs every test using it; other tests stay with
 # their module, so a module's fixtures are built once too.
-SHARED_RUNS = ("trained_run", "gpu_check_run")
+SHARED_RUNS = ("trained_run", "gpu_check_run", "chroma_run", "z_image_run", "flux2_run")
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups

@@ -19,6 +19,9 @@ HUB_MODELS = {
     "flux": "black-forest-labs/FLUX.1-dev",
     "sd3": "stabilityai/stable-diffusion-3.5-medium",
     "qwen_image": "Qwen/Qwen-Image",
+    "chroma": "lodestones/Chroma1-HD",
+    "z_image": "Tongyi-MAI/Z-Image",
+    "flux2": "black-forest-labs/FLUX.2-klein-base-9B",
 }
 
 
@@ -51,6 +54,21 @@ def test_training_configs_pass_simpletuners_parser(workdir, family):
         # The timesteps survive the round trip, and SimpleTuner reads them as the sigmas glance samples.
         assert parse_list(parsed.flow_custom_timesteps, phase) == lists
         assert to_sigmas(parse_list(parsed.flow_custom_timesteps, phase)) == getattr(plan.lists, f"{phase}_sigmas")
+        # Chroma: no respacing of the list (see test_families.py); Z-Image: the base, never a turbo flavour.
+        assert bool(parsed.flow_use_uniform_schedule) == (family == "chroma")
+        assert parsed.model_flavour == {"z_image": "base", "flux2": "klein-9b"}.get(family)
+
+
+@pytest.mark.slow  # imports SimpleTuner
+def test_family_keys_pass_simpletuners_parser_and_unset_ones_are_not_written(workdir):
+    """model_flavour, flow_use_uniform_schedule and disable_assistant_lora are SimpleTuner's keys; None: not written."""
+    config = plan_run(TrainSettings(device="cuda")).configs["slow"]
+    assert not {"model_flavour", "flow_use_uniform_schedule", "disable_assistant_lora"} & set(config.to_json())
+    keyed = config.model_copy(update={"model_flavour": "dev", "flow_use_uniform_schedule": True,
+                                      "disable_assistant_lora": True})  # fmt: skip
+    parsed = parser_check(keyed)
+    assert parsed.model_flavour == "dev"
+    assert parsed.flow_use_uniform_schedule is True and parsed.disable_assistant_lora is True
 
 
 def test_phase_configs_differ_only_in_output_and_timesteps(workdir):
@@ -82,6 +100,9 @@ def test_configs_writes_three_files_and_stages_the_pair(workdir):
     assert slow["mixed_precision"] == "no" and slow["optimizer"] == "torch-adamw"
     assert isinstance(slow["flow_custom_timesteps"], str)
     assert "(cd output && " in result.output and "simpletuner train --env ../config/glance-slow.json)" in result.output
+    # Runnable as printed, without an activated venv: the full path, and its folder (accelerate) first on PATH.
+    bin_dir = Path(sys.executable).parent
+    assert f'PATH={bin_dir}:"$PATH" ' in result.output and f" {bin_dir}/simpletuner train" in result.output
     assert "_simpletuner_cpu" in result.output  # the CPU shim, as glance train uses it
 
 
@@ -94,16 +115,23 @@ def test_repo_configs_match_the_defaults(workdir):
         assert (workdir / "config" / name).read_text() == (REPO / "configs" / name).read_text(), name
 
 
-def test_rerun_is_harmless_and_changes_need_force(workdir):
+def test_rerun_is_harmless_and_hand_edits_need_force(workdir):
     assert run_cli("configs", "--device", "cpu").exit_code == 0
-    before = tree(workdir / "config")
     assert run_cli("configs", "--device", "cpu").exit_code == 0  # same content: fine
+    # A changed option rewrites the files glance wrote itself, as `glance train` does.
     result = run_cli("configs", "--device", "cpu", "--steps", "7")
+    assert result.exit_code == 0, result.output
+    assert json.loads((workdir / "config/glance-slow.json").read_text())["max_train_steps"] == 7
+    # A file edited by hand since is the user's: not overwritten without --force.
+    edited = workdir / "config/glance-fast.json"
+    edited.write_text(edited.read_text().replace('"seed": 0', '"seed": 3'))
+    before = tree(workdir / "config")
+    result = run_cli("configs", "--device", "cpu", "--steps", "8")
     assert result.exit_code == 1
     assert "--force" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert tree(workdir / "config") == before
-    assert run_cli("configs", "--device", "cpu", "--steps", "7", "--force").exit_code == 0
-    assert json.loads((workdir / "config/glance-slow.json").read_text())["max_train_steps"] == 7
+    assert run_cli("configs", "--device", "cpu", "--steps", "8", "--force").exit_code == 0
+    assert json.loads(edited.read_text())["max_train_steps"] == 8 and '"seed": 3' not in edited.read_text()
 
 
 def test_user_lists_and_their_faults(workdir):
@@ -147,6 +175,8 @@ def _bad_pair(workdir, case):
         (None, ["--family", "sdxl"], "Invalid value"),
         (None, ["--out", "data/glance.png/config"], "not a folder"),
         (None, ["--model", "Qwen/Qwen-Image", "--family", "flux"], "does not match"),
+        (None, ["--model", "/no/such/folder", "--family", "flux"], "model not found: /no/such/folder"),
+        (None, ["--learning-rate", "0"], "--learning-rate: Input should be greater than 0"),
     ],
 )
 def test_bad_input_one_line_nothing_written(workdir, case, args, message):
@@ -186,11 +216,58 @@ def test_help_does_not_import_heavy_libraries(args):
     assert "HEAVY []" in proc.stderr
 
 
+def test_transparent_image_is_trained_flattened_and_said(workdir):
+    from PIL import Image
+
+    image = Image.new("RGBA", (64, 64), (255, 0, 0, 0))  # red, hidden under alpha 0: SimpleTuner would train on it
+    image.paste((0, 0, 255, 255), (16, 16, 48, 48))
+    image.save(workdir / "data/glance.png")
+    before = (workdir / "data/glance.png").read_bytes()
+    result = run_cli("configs", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "has transparent pixels: trained on it flattened onto white" in result.stderr
+    with Image.open(workdir / "output/dataset/glance.png") as staged:
+        assert staged.mode == "RGB" and staged.getpixel((0, 0)) == (255, 255, 255)
+        assert staged.getpixel((32, 32)) == (0, 0, 255)
+    assert (workdir / "data/glance.png").read_bytes() == before  # the user's file is untouched
+    black = run_cli("configs", "--device", "cpu", "--background", "#000000", "--force")
+    assert black.exit_code == 0 and "flattened onto #000000" in black.stderr
+    with Image.open(workdir / "output/dataset/glance.png") as staged:
+        assert staged.getpixel((0, 0)) == (0, 0, 0)
+    refused = run_cli("configs", "--device", "cpu", "--background", "nocolour")
+    assert refused.exit_code == 1 and "--background 'nocolour' is not a colour" in refused.stderr
+
+
+def test_a_caption_longer_than_a_text_encoder_takes_is_said(workdir):
+    from glance.smallmodel import shipped_model
+
+    args = ("configs", "--device", "cpu", "--model", str(shipped_model()), "--resolution", "64")
+    short = run_cli(*args)
+    assert short.exit_code == 0 and "caption" not in short.stderr
+    (workdir / "data/glance.txt").write_text("a red circle on the left, " * 40)
+    long = run_cli(*args)
+    assert long.exit_code == 0, long.output
+    assert "note: the caption is cut: tokenizer keeps 77 of its" in long.stderr
+    assert "the rest is not trained on" in long.stderr
+
+
+@pytest.mark.parametrize("args", [["-h"], ["infer", "-h"], ["export", "comfyui", "-h"], ["schedule", "-h"]])
+def test_short_help_flag(args):
+    result = run_cli(*args)
+    assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_infer_help_says_the_model_comes_from_the_run():
+    text = " ".join(run_cli("infer", "--help").output.split())
+    assert "[default: the run's, from OUTPUT_DIR/glance.json]" in text
+    assert "[default: black-forest-labs/FLUX.1-dev]" not in text  # what train and configs default to
+
+
 def test_schedule_command_prints_both_phases():
     result = run_cli("schedule", "--family", "qwen_image")
     assert result.exit_code == 0
     assert "979.1915" in result.output and "886.7053" in result.output
-    assert "takes over at step 5" in result.output
+    assert "takes over from step 6 of 10 (ComfyUI SplitSigmas step 5)" in result.output
 
 
 def test_simpletuners_parser_refusal_is_one_clear_error(workdir):

@@ -130,7 +130,7 @@ def test_clip_and_dino_scorers_on_tiny_offline_models(evaluated, trained_run):
     from glance.eval import run_eval
     from glance.eval_plan import EvalOptions
     from glance.progress import Reporter
-    from glance.tiny_scorers import build_tiny_scorer
+    from glance.tiny.scorers import build_tiny_scorer
 
     work, _, _ = evaluated
     models = {kind: str(build_tiny_scorer(kind, work / f"tiny-{kind}")) for kind in ("clip", "dino")}

@@ -42,8 +42,12 @@ def tiny_run(tiny_family, root: Path, caption: str = PROMPT) -> Path:
     return output
 
 
+TINY_MODEL_FILE = "tiny.safetensors"  # a tiny model's LoRAs fit no real model's default file: name the tiny one
+
+
 def export(run: Path, out: Path, *args: str):
-    result = CliRunner().invoke(app, ["export", "comfyui", "-o", str(run), "--out", str(out), *args])
+    model_file = [] if "--model-file" in args else ["--model-file", TINY_MODEL_FILE]
+    result = CliRunner().invoke(app, ["export", "comfyui", "-o", str(run), "--out", str(out), *model_file, *args])
     return result
 
 
@@ -91,7 +95,9 @@ def test_workflow_samples_the_trained_sigmas_with_the_switch(tiny, family, tmp_p
     assert first[1]["inputs"]["sigmas"] == [split_id, 0] and second[1]["inputs"]["sigmas"] == [split_id, 1]
     assert graph[first[1]["inputs"]["noise"][0]]["class_type"] == "RandomNoise"
     assert graph[first[1]["inputs"]["noise"][0]]["inputs"] == {"noise_seed": 7}
-    assert graph[first[1]["inputs"]["latent_image"][0]]["class_type"] == "EmptySD3LatentImage"
+    latent_node = FAMILIES[family].comfyui.empty_latent_node  # FLUX.2: its own 32-channel latent
+    assert latent_node == ("EmptyFlux2LatentImage" if family == "flux2" else "EmptySD3LatentImage")
+    assert graph[first[1]["inputs"]["latent_image"][0]]["class_type"] == latent_node
     assert graph[second[1]["inputs"]["noise"][0]]["class_type"] == "DisableNoise"
     assert second[1]["inputs"]["latent_image"] == [first[0], 0]  # the second half continues the first's latent
 
@@ -107,22 +113,40 @@ def test_workflow_samples_the_trained_sigmas_with_the_switch(tiny, family, tmp_p
 
     assert loras(first[1]) == [("glance-slow.safetensors", 1.0)]
     assert loras(second[1]) == [("glance-fast.safetensors", 1.0)]
-    [(_, size)] = nodes(graph, "EmptySD3LatentImage")
+    [(_, size)] = nodes(graph, latent_node)
     assert size["inputs"] == {"width": SIZE, "height": SIZE, "batch_size": 1}
     assert [n["inputs"]["text"] for _, n in nodes(graph, "CLIPTextEncode")][0] == PROMPT  # the training caption
     guidance = {
         "flux": ("FluxGuidance", "BasicGuider"),
         "sd3": (None, "BasicGuider"),  # guidance 1: StableDiffusion3Pipeline runs no CFG
         "qwen_image": ("CFGNorm", "CFGGuider"),
+        "chroma": (None, "CFGGuider"),  # CFG 4 against "" (ChromaPipeline: CFG above 1)
+        "z_image": (None, "CFGGuider"),  # Z-Image's s = 4 is ComfyUI's cfg 5
+        "flux2": (None, "CFGGuider"),  # [klein] base: true CFG 4 against the empty prompt
     }[family]
     assert [g["class_type"] for g in graph.values() if g["class_type"].endswith("Guider")] == [guidance[1]] * 2
     if guidance[0] is not None:
         assert nodes(graph, guidance[0])
     if family == "flux":
         assert nodes(graph, "FluxGuidance")[0][1]["inputs"]["guidance"] == 1.0  # the guidance it trained at
+    if family == "flux2":
+        assert {n["inputs"]["cfg"] for _, n in nodes(graph, "CFGGuider")} == {4.0} and not nodes(graph, "CFGNorm")
+        assert [n["inputs"]["text"] for _, n in nodes(graph, "CLIPTextEncode")] == [PROMPT, ""]
+        assert nodes(graph, "CLIPLoader")[0][1]["inputs"] == {"clip_name": "qwen_3_4b.safetensors", "type": "flux2"}
     if family == "qwen_image":
         assert {n["inputs"]["cfg"] for _, n in nodes(graph, "CFGGuider")} == {5.0}
         assert [n["inputs"]["text"] for _, n in nodes(graph, "CLIPTextEncode")] == [PROMPT, " "]
+    if family in ("chroma", "z_image"):
+        cfg = {"chroma": 4.0, "z_image": 5.0}[family]
+        assert {n["inputs"]["cfg"] for _, n in nodes(graph, "CFGGuider")} == {cfg}
+        assert [n["inputs"]["text"] for _, n in nodes(graph, "CLIPTextEncode")] == [PROMPT, ""]
+    # T5 padded as diffusers pads it: FLUX to 512 (ComfyUI: 256), SD3 to 256 (ComfyUI: 77), Chroma one pad token
+    t5 = {"flux": (0, 512), "sd3": (0, 256), "chroma": (1, 0)}.get(family)
+    options = [(n["inputs"]["min_padding"], n["inputs"]["min_length"]) for _, n in nodes(graph, "T5TokenizerOptions")]
+    assert options == ([t5] if t5 else [])
+    if t5:  # between the text encoder loader and every prompt
+        [(options_id, _)] = nodes(graph, "T5TokenizerOptions")
+        assert {n["inputs"]["clip"][0] for _, n in nodes(graph, "CLIPTextEncode")} == {options_id}
 
 
 def test_manual_sigmas_text_parses_back_exactly():
@@ -153,7 +177,7 @@ def test_default_files_and_overrides(tiny, tmp_path):
     sd3 = export(tiny_run(tiny("sd3"), tmp_path), tmp_path / "sd3", "--json")
     summary = json.loads(sd3.stdout)
     assert summary["model_files"] == {
-        "model": "sd3_medium.safetensors",
+        "model": TINY_MODEL_FILE,
         "text_encoders": ["clip_l.safetensors", "clip_g.safetensors", "t5xxl_fp16.safetensors"],
         "vae": None,  # the checkpoint's own
         "slow_lora": "glance-slow.safetensors",
@@ -238,7 +262,7 @@ def _header(path: Path) -> str:
         return handle.metadata()["lora_adapter_metadata"]
 
 
-@pytest.mark.parametrize("family", ["sd3", "qwen_image"])
+@pytest.mark.parametrize("family", ["sd3", "qwen_image", "chroma", "z_image"])
 def test_strength_by_comfyui_rule_equals_diffusers_fuse(tiny, family, tmp_path):
     model = tiny(family)
     assert export(tiny_run(model, tmp_path), tmp_path / "out").exit_code == 0
@@ -251,14 +275,19 @@ def test_strength_of_the_trained_pair(trained_run, tmp_path):
     manifest = load_manifest(trained_run.output / MANIFEST_NAME)
     slow = manifest.lora_dir("slow", trained_run.output / MANIFEST_NAME)
     _strength_check("flux", trained_run.model, slow, tmp_path / "out" / "glance-slow.safetensors", tmp_path)
+    readme = (tmp_path / "out" / "README.md").read_text()  # where the demo and the export meet
+    assert "ComfyUI 0.7.0 or newer" in readme and "shipped shapes model" in readme and "head dimension of 128" in readme
 
 
 # Replayed: the workflow samples what glance infer samples
 
 
 def _replay_against_infer(family, model_dir, run, tmp_path, prompt, seed, *, exact=True):
+    from glance.comfyui import default_files
+
     out = tmp_path / "comfyui"
-    result = export(run, out, "--prompt", prompt, "--seed", str(seed))
+    png_file = default_files(family, str(model_dir)).model  # the file the PNGs' own workflows name
+    result = export(run, out, "--prompt", prompt, "--seed", str(seed), "--model-file", png_file)
     assert result.exit_code == 0, result.output
     graph = json.loads((out / "glance-workflow.json").read_text())
     glance = run_infer(
@@ -279,7 +308,7 @@ def _replay_against_infer(family, model_dir, run, tmp_path, prompt, seed, *, exa
     return replayed, glance
 
 
-@pytest.mark.parametrize("family", ["flux", "sd3"])
+@pytest.mark.parametrize("family", ["flux", "sd3", "chroma", "z_image"])
 def test_workflow_replays_like_glance_infer(tiny, family, tmp_path):
     model = tiny(family)
     _replay_against_infer(family, model.model, tiny_run(model, tmp_path), tmp_path, "a blue square", 5)
@@ -339,6 +368,38 @@ def test_incomplete_run_writes_nothing(tiny, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_default_files_follow_the_hub_model():
+    from glance.comfyui import default_files
+
+    assert default_files("sd3", "stabilityai/stable-diffusion-3-medium-diffusers").model == "sd3_medium.safetensors"
+    assert default_files("sd3", "stabilityai/stable-diffusion-3.5-large").model == "sd3.5_large.safetensors"
+    assert default_files("flux", "someone/a-flux-finetune").model == "flux1-dev.safetensors"
+
+
+def test_loras_that_do_not_fit_the_workflows_model_file_are_refused(tiny, tmp_path):
+    # A run on a small local model would export a FLUX.1-dev workflow its LoRAs cannot apply to.
+    run = tiny_run(tiny("flux"), tmp_path)
+    result = CliRunner().invoke(app, ["export", "comfyui", "-o", str(run), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert "does not fit black-forest-labs/FLUX.1-dev" in result.stderr and "3072 wide" in result.stderr
+    assert "flux1-dev.safetensors: pass --model-file" in result.stderr
+    assert not (tmp_path / "out").exists()
+    push = CliRunner().invoke(app, ["push", "you/x", "-o", str(run), "--base-model", "black-forest-labs/FLUX.1-dev",
+                                    "--dry-run"])  # fmt: skip
+    assert push.exit_code == 1 and "does not fit black-forest-labs/FLUX.1-dev" in push.stderr
+    assert not (run / "push").exists()
+
+
+@pytest.mark.parametrize("command", [("export", "comfyui"), ("push", "you/x", "--dry-run")])
+def test_no_run_folder_suggests_only_options_the_command_has(tmp_path, monkeypatch, command):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, [*command, "-o", "nope"])
+    assert result.exit_code == 1
+    assert result.stderr == "glance: error: no run manifest at nope/glance.json; run `glance train` first, " \
+        "or pass -o with the run's folder\n"  # fmt: skip
+    assert not (tmp_path / "nope").exists()
+
+
 def test_existing_folder_needs_force(tiny, tmp_path):
     run = tiny_run(tiny("flux"), tmp_path)
     out = tmp_path / "out"
@@ -370,7 +431,7 @@ def test_unknown_family_and_wrong_file_counts(tiny, tmp_path):
         (["-o", str(tmp_path / "none")], "no run manifest at"),
     ]
     for args, message in cases:
-        result = CliRunner().invoke(app, ["export", "comfyui", "--out", str(tmp_path / "out"), *args])
+        result = export(tmp_path / "ignored", tmp_path / "out", *args)  # the later -o wins
         assert result.exit_code == 1, result.output
         assert result.stderr.startswith("glance: error: ") and message in result.stderr
         assert result.stderr.count("\n") == 1 and "Traceback" not in result.output

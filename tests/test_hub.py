@@ -21,6 +21,11 @@ from glance.tiny import write_sample_pair
 TINY_SD3 = "glance-test/tiny-sd3"
 GATED = "glance-test/gated-flux"
 HUGE = "glance-test/huge-flux"
+GATED_FAMILIES = {
+    "chroma": "glance-test/gated-chroma",
+    "z_image": "glance-test/gated-z-image",
+    "flux2": "glance-test/gated-flux2-klein",  # an unknown hub id: its flavour is read from the download
+}
 GRANTED_TOKEN = "hf_granted_token"
 OTHER_TOKEN = "hf_valid_token_without_access"
 
@@ -51,6 +56,8 @@ def hub(tmp_path_factory, tiny):
     server.add_repo(TINY_SD3, sd3)
     server.add_repo(GATED, tiny("flux").model, gated=True, granted=(GRANTED_TOKEN,))
     server.add_repo(HUGE, tiny("flux").model, claim_size=1 << 60)
+    for family, repo in GATED_FAMILIES.items():
+        server.add_repo(repo, tiny(family).model, gated=True, granted=(GRANTED_TOKEN,))
     server.tokens.add(OTHER_TOKEN)
     with server:
         yield server
@@ -102,6 +109,22 @@ def test_hub_refusals_are_one_line_before_anything_runs(hub, workdir, case):
         assert "hf auth login" in lines[0] and "HF_TOKEN" in lines[0]
     assert not (workdir / "output").exists() and not (workdir / "config").exists()
     assert not list(hf_home.rglob("*.safetensors"))
+
+
+@pytest.mark.parametrize("family", sorted(GATED_FAMILIES))
+def test_gated_model_of_a_newer_family_refused_in_one_line_then_detected_once_downloaded(hub, workdir, family):
+    repo, hf_home = GATED_FAMILIES[family], workdir / "hf-home"
+    refused = glance(*TRAIN, "--model", repo, cwd=workdir, hub=hub, hf_home=hf_home)
+    lines = refused.stderr.strip().splitlines()
+    assert refused.returncode == 1 and len(lines) == 1 and lines[0].startswith("glance: error: ")
+    assert f"{repo} is gated" in lines[0] and not (workdir / "config").exists()
+    env = stand_in_simpletuner(workdir)
+    granted = glance(*TRAIN, "--model", repo, cwd=workdir, hub=hub, hf_home=hf_home, HF_TOKEN=GRANTED_TOKEN, **env)
+    assert granted.returncode == 0, granted.stderr
+    config = json.loads((workdir / "config" / "glance-slow.json").read_text())
+    assert config["model_family"] == family  # from the downloaded model_index.json
+    if family == "flux2":  # never without a flavour: SimpleTuner would fetch the 24B Mistral encoder for a klein
+        assert config["model_flavour"] == "klein-4b"
 
 
 def test_gated_model_with_access_downloads_and_trains(hub, workdir):

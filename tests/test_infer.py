@@ -42,6 +42,23 @@ def infer(tiny_family, tmp_path, **overrides):
     return run_infer(InferOptions(**{**options, **overrides}))
 
 
+def test_a_size_the_model_cannot_render_is_said(tiny, tmp_path):
+    from glance.families import FAMILIES as KNOWN
+    from glance.families import model_schedule
+    from glance.progress import Reporter
+
+    model = tiny("flux")
+    multiple = KNOWN["flux"].patch_size * model_schedule(str(model.model), KNOWN["flux"]).vae_scale_factor
+    said = []
+    reporter = Reporter(quiet=True)
+    reporter.result = said.append
+    options = {"prompt": PROMPT, "model": str(model.model), "lists": model.lists, "slow_lora": model.slow,
+               "fast_lora": model.fast, "out": tmp_path / "odd.png", "width": SIZE + 1, "height": SIZE, "device": "cpu"}
+    run = run_infer(InferOptions(**options), reporter)  # fmt: skip
+    note = f"note: flux renders sizes in multiples of {multiple}: {SIZE + 1}x{SIZE} becomes {SIZE}x{SIZE}"
+    assert note in said and run.images[0].summary["width"] == SIZE
+
+
 def pixels(path):
     from PIL import Image
 
@@ -200,9 +217,9 @@ def test_no_manifest(tmp_path):
 
 def test_lora_folder_without_weights(tiny, tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(GlanceError, match="--fast: .*empty has no pytorch_lora_weights.safetensors"):
+    with pytest.raises(GlanceError, match="the fast LoRA folder .*empty has no pytorch_lora_weights.safetensors"):
         infer(tiny("flux"), tmp_path, fast_lora=tmp_path / "empty")
-    with pytest.raises(GlanceError, match="--slow: .*missing is not a folder"):
+    with pytest.raises(GlanceError, match="the slow LoRA folder .*missing does not exist"):
         infer(tiny("flux"), tmp_path, slow_lora=tmp_path / "missing")
     assert not (tmp_path / "glance.png").exists()
 
@@ -273,9 +290,13 @@ def test_unwritable_out_fails_before_loading(tiny, tmp_path, monkeypatch):
     (tmp_path / "a-file").write_text("x")
     with pytest.raises(GlanceError, match="a-file is not a folder"):
         infer(tiny("flux"), tmp_path, out=tmp_path / "a-file" / "glance.png")
-    (tmp_path / "folder.png").mkdir()
-    with pytest.raises(GlanceError, match="folder.png is a folder"):
-        infer(tiny("flux"), tmp_path, out=tmp_path / "folder.png")
+    (tmp_path / "folder.png").mkdir()  # a folder, whatever its name, gets glance.png inside it; so does a new one
+    folder = options_from_manifest(tmp_path, prompt=PROMPT, model="m", lists=tiny("flux").lists,
+                                   slow_lora=tmp_path, fast_lora=tmp_path, out=tmp_path / "folder.png")  # fmt: skip
+    assert folder.out == tmp_path / "folder.png" / "glance.png"
+    renders = options_from_manifest(tmp_path, prompt=PROMPT, model="m", lists=tiny("flux").lists,
+                                    slow_lora=tmp_path, fast_lora=tmp_path, out=tmp_path / "renders")  # fmt: skip
+    assert renders.out == tmp_path / "renders" / "glance.png"
     with pytest.raises(GlanceError, match="give a .png path"):
         infer(tiny("flux"), tmp_path, out=tmp_path / "glance.jpg")
     (tmp_path / "glance.png").write_bytes(b"keep")

@@ -25,6 +25,9 @@ MODELS = {
     "Qwen-Image": ("Qwen/Qwen-Image", "qwen_image"),
     "SD3.5-large": ("stabilityai/stable-diffusion-3.5-large", "sd3"),
     "SD3-medium": ("stabilityai/stable-diffusion-3-medium-diffusers", "sd3"),
+    "FLUX.2-klein-4B": ("black-forest-labs/FLUX.2-klein-base-4B", "flux2"),
+    "FLUX.2-klein-9B": ("black-forest-labs/FLUX.2-klein-base-9B", "flux2"),
+    "FLUX.2-dev": ("black-forest-labs/FLUX.2-dev", "flux2"),
 }
 NO_FIT = None
 
@@ -50,6 +53,17 @@ TRAINING_PLANS = {
     ("SD3-medium", 24): ("none", False),
     ("SD3-medium", 48): ("none", False),
     ("SD3-medium", 80): ("none", False),
+    ("FLUX.2-klein-4B", 12): ("none", True),
+    ("FLUX.2-klein-4B", 24): ("none", True),
+    ("FLUX.2-klein-4B", 48): ("none", False),
+    ("FLUX.2-klein-9B", 12): ("int4", True),
+    ("FLUX.2-klein-9B", 16): ("int8", True),
+    ("FLUX.2-klein-9B", 24): ("none", True),
+    ("FLUX.2-klein-9B", 80): ("none", False),
+    ("FLUX.2-dev", 24): NO_FIT,  # 32 B transformer: int4 needs a 32 GB card, int8 48 GB
+    ("FLUX.2-dev", 32): ("int4", True),
+    ("FLUX.2-dev", 48): ("int8", True),
+    ("FLUX.2-dev", 80): ("none", True),
 }
 # (model, card GB) -> (quantization, model CPU offload) of the sampling plan at 1024x1024.
 SAMPLING_PLANS = {
@@ -73,6 +87,14 @@ SAMPLING_PLANS = {
     ("SD3-medium", 24): ("none", False),
     ("SD3-medium", 48): ("none", False),
     ("SD3-medium", 80): ("none", False),
+    ("FLUX.2-klein-4B", 12): ("none", True),
+    ("FLUX.2-klein-4B", 24): ("none", False),
+    ("FLUX.2-klein-9B", 12): ("int8", True),
+    ("FLUX.2-klein-9B", 24): ("none", True),
+    ("FLUX.2-klein-9B", 48): ("none", False),
+    ("FLUX.2-dev", 32): ("int4", True),
+    ("FLUX.2-dev", 48): ("int8", True),
+    ("FLUX.2-dev", 80): ("none", True),
 }
 
 

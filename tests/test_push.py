@@ -26,10 +26,14 @@ REPO = "tester/tiny-glance"
 BASE = "tester/tiny-flux"  # the tiny base model, served by the stand-in Hub under a hub id
 
 
-def run_glance(*args: str, cwd: Path, hub: FakeHub | None, home: Path, token: str | None = WRITE_TOKEN):
+def run_glance(
+    *args: str, cwd: Path, hub: FakeHub | None, home: Path, token: str | None = WRITE_TOKEN, offline: bool = False
+):
     env = dict(os.environ, HF_HOME=str(home), HF_HUB_DISABLE_TELEMETRY="1")
     for name in ("HF_HUB_OFFLINE", "HF_TOKEN", "GLANCE_SIMPLETUNER"):
         env.pop(name, None)
+    if offline:
+        env["HF_HUB_OFFLINE"] = "1"
     env["HF_ENDPOINT"] = hub.url if hub is not None else "http://127.0.0.1:9"  # port 9: nothing listens
     if token is not None:
         env["HF_TOKEN"] = token
@@ -159,6 +163,13 @@ def test_infer_from_a_pushed_pair(pushed, tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert np.array_equal(pixels(out), pixels(output / "samples" / "sample.png"))
+    # Once fetched, the pair samples offline from the cache.
+    again = run_glance(
+        "infer", "--lora-repo", REPO, DEMO_PROMPT, "--out", str(tmp_path / "offline.png"), "--device", "cpu",
+        cwd=tmp_path, hub=None, home=root / "hf-home-infer", offline=True,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert np.array_equal(pixels(tmp_path / "offline.png"), pixels(out))
 
 
 def test_dry_run_builds_the_folder_and_uploads_nothing(pushed, tmp_path):
@@ -191,6 +202,7 @@ def _one_line_error(result) -> str:
         ("local base model", "--base-model"),
         ("incomplete run", "fast phase has not finished"),
         ("network unreachable", "cannot reach the Hub"),
+        ("offline", "unset HF_HUB_OFFLINE"),
     ],
 )
 def test_push_refusals_are_one_line_and_upload_nothing(pushed, tmp_path, case, expect):
@@ -214,7 +226,9 @@ def test_push_refusals_are_one_line_and_upload_nothing(pushed, tmp_path, case, e
         server = None
     commits = {name: (r.sha, r.commits) for name, r in hub.repos.items()}
     result = run_glance("push", repo, "-o", str(run), *extra, cwd=tmp_path, hub=server, home=tmp_path / "home",
-                        token=token)  # fmt: skip
+                        token=token, offline=case == "offline")  # fmt: skip
+    if case == "offline":
+        assert "uploading" not in result.stdout  # said before anything else
     assert expect in _one_line_error(result)
     assert {name: (r.sha, r.commits) for name, r in hub.repos.items()} == commits
 
@@ -227,21 +241,54 @@ def test_infer_refuses_a_repo_that_is_not_a_glance_pair(pushed, tmp_path):
     assert "not found on the Hub" in _one_line_error(missing)
 
 
+def test_lora_repo_offline_or_out_of_reach_says_so_not_blames_the_repo(pushed, tmp_path):
+    hub, root, *_ = pushed
+    offline = run_glance("infer", "--lora-repo", REPO, "x", cwd=tmp_path, hub=hub, home=tmp_path / "a", offline=True)
+    line = _one_line_error(offline)
+    assert "HF_HUB_OFFLINE" in line and "not a Glance pair" not in line
+    unreachable = run_glance("infer", "--lora-repo", REPO, "x", cwd=tmp_path, hub=None, home=tmp_path / "b")
+    line = _one_line_error(unreachable)  # one line: no retry warnings before it
+    assert "cannot reach the Hub" in line and "not a Glance pair" not in line
+
+
+def test_a_moved_run_keeps_its_samples_and_says_why_others_are_left(tiny, tmp_path):
+    """Samples are the pair's by the LoRA files' hashes, not by the folder the run was in when they were rendered."""
+    from glance.infer import options_from_manifest, run_infer
+    from glance.share import PushOptions, build_folder
+
+    run = write_finished_run(tiny("flux"), tmp_path / "run")
+    manifest = load_manifest(run / "glance.json")
+    for phase, record in manifest.phases.items():  # the LoRAs inside the run, as glance train leaves them
+        shutil.copytree(record.lora_dir, run / f"glance-{phase}")
+        record.lora_dir = f"glance-{phase}"
+    manifest.save(run / "glance.json")
+    run_infer(options_from_manifest(run, prompts=["a red circle"], device="cpu"))
+    run_infer(options_from_manifest(run, prompts=["another pair"], out=run / "samples" / "other.png",
+                                    slow_lora=tiny("flux").fast, device="cpu"))  # fmt: skip
+    moved = tmp_path / "moved"
+    shutil.move(run, moved)
+    built = build_folder(PushOptions(REPO, output_dir=moved, base_model=BASE), tmp_path / "repo")
+    assert [(sample.path, sample.prompt) for sample in built.samples] == [("images/sample-1.png", "a red circle")]
+    assert built.skipped == [f"{moved / 'samples' / 'other.png'}: rendered with other LoRAs than this run's"]
+
+
 def test_a_second_push_replaces_the_first_pushs_samples(tiny, tmp_path):
     """Two pushes of a tiny run with different samples: the repo ends with only the second push's."""
     from glance.infer import options_from_manifest, run_infer
 
     run = write_finished_run(tiny("flux"), tmp_path / "run")
-    first, second = tmp_path / "first", tmp_path / "second"  # each push runs in one: glance push finds samples there
-    run_infer(options_from_manifest(run, prompts=["a red circle", "a blue square"], out=first / "s.png", device="cpu"))
-    run_infer(options_from_manifest(run, prompts=["a green triangle"], seeds=[5], out=second / "s.png", device="cpu"))
+    stray = run_infer(options_from_manifest(run, prompts=["a stray render"], out=tmp_path / "s.png", device="cpu"))
     with FakeHub(tmp_path / "hub") as hub:
         hub.add_token(WRITE_TOKEN, write=True)
         pushed = []
-        for folder in (first, second):
-            result = run_glance("push", REPO, "-o", str(run), "--base-model", BASE, cwd=folder, hub=hub,
+        for prompts, seeds in ((["a red circle", "a blue square"], [0]), (["a green triangle"], [5])):
+            shutil.rmtree(run / "samples", ignore_errors=True)  # glance infer renders into the run's samples/
+            run_infer(options_from_manifest(run, prompts=prompts, seeds=seeds, device="cpu"))
+            # Run from the folder of a stray render of the same pair: push takes only the run's own samples.
+            result = run_glance("push", REPO, "-o", str(run), "--base-model", BASE, cwd=stray.image.parent, hub=hub,
                                 home=tmp_path / "home")  # fmt: skip
             assert result.returncode == 0, result.stdout + result.stderr
+            assert f"(seed {seeds[0]}: {prompts[0]})" in result.stdout  # each sample listed with its prompt
             pushed.append({path: data for path, data in hub.files(REPO).items() if path.startswith("images/")})
         assert hub.repos[REPO].commits == 3  # the repo's creation, then one commit a push
 

@@ -34,11 +34,15 @@ def _diffusers_sigmas(family, settings: SchedulerSettings, vae_scale: int, size:
 
     scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, **settings.__dict__)
     kwargs = {}
-    if settings.use_dynamic_shifting:
-        seq_len = family.image_seq_len(size, size, vae_scale)
+    seq_len = family.image_seq_len(size, size, vae_scale)
+    if settings.use_dynamic_shifting and family.default_sigmas == "empirical_mu":  # FLUX.2: size and step count
+        from diffusers.pipelines.flux2.pipeline_flux2 import compute_empirical_mu
+
+        kwargs["mu"] = compute_empirical_mu(image_seq_len=seq_len, num_steps=BASE_STEPS)
+    elif settings.use_dynamic_shifting:
         m = (settings.max_shift - settings.base_shift) / (settings.max_image_seq_len - settings.base_image_seq_len)
         kwargs["mu"] = seq_len * m + settings.base_shift - m * settings.base_image_seq_len
-    if family.default_sigmas == "linspace":
+    if family.default_sigmas in ("linspace", "empirical_mu"):
         kwargs["sigmas"] = np.linspace(1.0, 1 / BASE_STEPS, BASE_STEPS)
         scheduler.set_timesteps(**kwargs)
     else:

@@ -22,6 +22,9 @@ COMPONENTS = {
         "tokenizer_3",
     },
     "qwen_image": {"scheduler", "transformer", "vae", "text_encoder", "tokenizer"},
+    "chroma": {"scheduler", "transformer", "vae", "text_encoder", "tokenizer"},
+    "z_image": {"scheduler", "transformer", "vae", "text_encoder", "tokenizer"},
+    "flux2": {"scheduler", "transformer", "vae", "text_encoder", "tokenizer"},
 }
 
 
@@ -62,6 +65,20 @@ def test_qwen_template_prefix_is_the_tokens_the_pipeline_drops(tiny):
     pipe = QwenImagePipeline.from_pretrained(tiny("qwen_image").model, use_safetensors=True)
     prefix = pipe.prompt_template_encode.split("{}")[0]
     assert len(pipe.tokenizer(prefix).input_ids) == pipe.prompt_template_encode_start_idx
+
+
+def test_z_image_prompt_takes_the_chat_template_as_the_pipeline_formats_it(tiny):
+    """ZImagePipeline and SimpleTuner call apply_chat_template(enable_thinking=True): the user turn, an open
+    assistant turn; ComfyUI's Z-Image tokenizer writes the same text (comfy/text_encoders/z_image.py)."""
+    from diffusers import ZImagePipeline
+
+    pipe = ZImagePipeline.from_pretrained(tiny("z_image").model, use_safetensors=True)
+    messages = [{"role": "user", "content": "a red circle"}]
+    template = dict(tokenize=False, add_generation_prompt=True, enable_thinking=True)
+    text = pipe.tokenizer.apply_chat_template(messages, **template)
+    assert text == "<|im_start|>user\na red circle<|im_end|>\n<|im_start|>assistant\n"
+    embeds = pipe.encode_prompt("a red circle", do_classifier_free_guidance=False)[0][0]
+    assert embeds.shape == (len(pipe.tokenizer(text).input_ids), 16)  # the padding is dropped
 
 
 def test_build_is_idempotent_and_rebuilds_for_other_arguments(tmp_path):
@@ -135,7 +152,7 @@ def test_tokenizers_are_the_same_in_every_process():
 
     script = (
         "import json, hashlib\n"
-        "from glance.tiny_text import clip_tokenizer, qwen_tokenizer, t5_tokenizer\n"
+        "from glance.tiny.text import clip_tokenizer, qwen_tokenizer, t5_tokenizer\n"
         "for make in (clip_tokenizer, t5_tokenizer, qwen_tokenizer):\n"
         "    vocab = json.dumps(make().get_vocab(), sort_keys=True)\n"
         "    print(make.__name__, hashlib.sha256(vocab.encode()).hexdigest())\n"

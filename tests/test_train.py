@@ -150,7 +150,9 @@ def test_stand_in_success_records_both_phases(fake, monkeypatch):
     assert all(c["cwd"] == str(fake / "output") for c in calls(fake))  # SimpleTuner runs in the run folder
     assert calls(fake)[0]["argv"][:2] == ["train", "--env"]
     assert load_manifest(fake / "output/glance.json").complete
-    assert "step_loss=0.1667" in (fake / "output/glance-slow.log").read_text()
+    log = (fake / "output/glance-slow.log").read_text()
+    assert "step_loss=0.1667" in log
+    assert "| INFO     | Loading the model" in log and "\x1b[" not in log  # no colour codes in a log file
     from safetensors import safe_open
 
     with safe_open(fake / "output/glance-slow/pytorch_lora_weights.safetensors", "pt") as handle:
@@ -285,6 +287,29 @@ def test_changed_image_retrains_without_force(fake, monkeypatch):
     assert result.exit_code == 0, result.output
     assert len(calls(fake)) == 4  # both phases again: their weights came from another image
     assert (fake / "output/dataset/glance.png").read_bytes() == (fake / "data/glance.png").read_bytes()
+
+
+def test_configs_never_replace_a_finished_runs_pair_without_force(fake, monkeypatch):
+    # `glance configs` trains nothing: restaging another pair under finished LoRAs would leave the
+    # manifest saying "done" beside a dataset they were not trained on (export and push would lie).
+    monkeypatch.setenv("FAKE_SIMPLETUNER_MODE", "ok")
+    assert run_cli(*TRAIN).exit_code == 0
+    write_sample_pair(fake / "other", size=96)
+    configs = ("configs", "--out", "config", *TRAIN[2:])
+    output_before, config_before = tree(fake / "output"), tree(fake / "config")
+    refused = run_cli(configs[0], "other/glance.png", *configs[1:])
+    assert refused.exit_code == 1
+    assert "holds a finished run" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    assert tree(fake / "output") == output_before and tree(fake / "config") == config_before
+    same = run_cli(configs[0], "data/glance.png", *configs[1:])  # the run's own pair: nothing to refuse
+    assert same.exit_code == 0, same.output
+    assert load_manifest(fake / "output/glance.json").complete
+    forced = run_cli(configs[0], "other/glance.png", *configs[1:], "--force")
+    assert forced.exit_code == 0, forced.output
+    assert (fake / "output/dataset/glance.png").read_bytes() == (fake / "other/glance.png").read_bytes()
+    assert load_manifest(fake / "output/glance.json").phases == {}  # no longer claims the old LoRAs
+    export = run_cli("export", "comfyui", "-o", "output")
+    assert export.exit_code == 1 and "has not finished" in export.stderr
 
 
 def test_model_weights_replaced_in_place_retrain_without_force(fake, monkeypatch):

@@ -3,10 +3,15 @@
 SimpleTuner 4.10.1's collate step calls `Tensor.pin_memory()` whenever MPS is absent, which raises
 "Found no NVIDIA driver" on a CPU-only machine. Pinning is only a transfer optimisation, so it is
 made a no-op here. torch is patched when something imports it, never imported by this file.
+
+Being first on PYTHONPATH, this file hides any other sitecustomize (the user's, the system's):
+that one is run after it, so glance adds to the environment and takes nothing away.
 """
 
 import importlib.abc
 import importlib.machinery
+import importlib.util
+import os
 import sys
 
 
@@ -34,3 +39,19 @@ class _PatchTorchOnImport(importlib.abc.MetaPathFinder):
 
 
 sys.meta_path.insert(0, _PatchTorchOnImport())
+
+
+def _run_the_shadowed_sitecustomize():
+    here = os.path.dirname(os.path.abspath(__file__))
+    for entry in sys.path:
+        folder = os.path.abspath(entry or os.curdir)
+        candidate = os.path.join(folder, "sitecustomize.py")
+        if folder != here and os.path.isfile(candidate):
+            spec = importlib.util.spec_from_file_location("_glance_shadowed_sitecustomize", candidate)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module
+            spec.loader.exec_module(module)
+            return
+
+
+_run_the_shadowed_sitecustomize()

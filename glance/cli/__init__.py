@@ -27,6 +27,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},  # every command's help, -h too
 )
 
 app.command("configs", epilog=_configs.EPILOG)(_configs.configs_command)

@@ -20,6 +20,14 @@ def examples(*lines: str) -> str:
     return f"Examples\n\n{body}"
 
 
+def option_error(exc: ValidationError) -> str:
+    """The first refusal of a settings model, named by its option (learning_rate -> --learning-rate)."""
+    first = exc.errors()[0]
+    loc = first["loc"]
+    where = f"--{loc[0].replace('_', '-')}" if len(loc) == 1 and isinstance(loc[0], str) else ".".join(map(str, loc))
+    return f"{where}: {first['msg']}"
+
+
 def cli_errors(command):
     """Turn a GlanceError into one line on stderr and exit code 1: no traceback for bad input."""
 
@@ -31,9 +39,7 @@ def cli_errors(command):
             print(f"glance: error: {exc}", file=sys.stderr)
             raise typer.Exit(1) from None
         except ValidationError as exc:  # a settings model refused a value the options let through
-            first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"])
-            print(f"glance: error: {where}: {first['msg']}", file=sys.stderr)
+            print(f"glance: error: {option_error(exc)}", file=sys.stderr)
             raise typer.Exit(1) from None
 
     return wrapper

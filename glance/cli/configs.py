@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -38,6 +39,13 @@ DeviceOpt = Annotated[
     TrainDevice, typer.Option(help="Where SimpleTuner trains; cpu gets mixed_precision 'no' and fp32 AdamW.")
 ]
 SeedOpt = Annotated[int, typer.Option(help="Training seed.")]
+BackgroundOpt = Annotated[
+    str,
+    typer.Option(
+        help="What a transparent image's clear pixels are trained on: a colour name or #rrggbb "
+        "(SimpleTuner would drop the alpha channel and train on the colour hidden under it)."
+    ),
+]
 
 
 def settings_from_options(
@@ -60,6 +68,7 @@ def settings_from_options(
     quantize: Quantize = Quantize.auto,
     gradient_checkpointing: bool | None = None,
     gpu_memory: float | None = None,
+    background: str = "white",
 ):
     from glance.run_plan import TrainSettings
 
@@ -82,6 +91,7 @@ def settings_from_options(
         quantize=quantize.value,
         gradient_checkpointing=gradient_checkpointing,
         gpu_memory=gpu_memory,
+        background=background,
     )
 
 
@@ -112,15 +122,21 @@ def configs_command(
     quantize: QuantizeOpt = Quantize.auto,
     gradient_checkpointing: GradientCheckpointingOpt = None,
     gpu_memory: GpuMemoryOpt = None,
+    background: BackgroundOpt = "white",
     check: Annotated[bool, typer.Option("--check", help="Also run SimpleTuner's own parser over both files.")] = False,
     force: ForceOpt = False,
 ) -> None:
     """Write the SimpleTuner files for both phases: multidatabackend.json, glance-slow.json, glance-fast.json.
 
     Also stages the image and caption into OUTPUT_DIR/dataset (SimpleTuner writes files into its
-    dataset folder), so the files run as written with the commands printed at the end.
+    dataset folder), so the files run as written with the commands printed at the end. As with
+    `glance train`, files glance wrote itself are replaced when an option changes and a file edited
+    since needs --force; a folder holding a finished run on other inputs is refused without --force.
     """
-    from glance.run_plan import plan_run, simpletuner_command_lines, write_configs
+    from glance.files import check_writable_dir
+    from glance.lock import RunLock
+    from glance.run_plan import plan_run, simpletuner_command_lines
+    from glance.run_record import write_run_files
 
     settings = settings_from_options(
         image,
@@ -140,9 +156,12 @@ def configs_command(
         quantize=quantize,
         gradient_checkpointing=gradient_checkpointing,
         gpu_memory=gpu_memory,
+        background=background,
     )
     plan = plan_run(settings, fetch=check)
     print(plan.memory.describe())
+    for note in plan.notes:
+        print(f"note: {note}", file=sys.stderr)
     if check:
         from glance.simpletuner import parser_check
 
@@ -151,7 +170,10 @@ def configs_command(
             print(f"SimpleTuner's parser accepts the {phase} config")
     if plan.source.folder is None:
         print(f"model: {plan.source.note}")
-    for path in write_configs(plan, force=force):
+    check_writable_dir(plan.output_dir)
+    with RunLock(plan.output_dir):  # never restage the dataset under a running `glance train`
+        write_run_files(plan, force=force, keep_finished=True)
+    for path in plan.files():
         print(f"wrote {path}")
     print(f"staged {plan.pair.image} -> {plan.dataset_dir}")
     print("run each phase (from this folder) with:")
@@ -190,11 +212,16 @@ def schedule_command(
         ("slow", SLOW_INDICES, lists.slow, lists.slow_sigmas),
         ("fast", FAST_INDICES, lists.fast, lists.fast_sigmas),
     ]
+    # Steps are counted from 1, as the model card counts them; ComfyUI's SplitSigmas takes the 0-based index.
     step = 0
     for phase, indices, timesteps, sigmas in rows:
         for index, t, s in zip(indices, timesteps, sigmas, strict=True):
-            print(f"  step {step:2d}  {phase}  timestep {t:9.4f}  sigma {s:.6f}  (base step {index})")
             step += 1
-    print(f"the fast LoRA takes over at step {switch_step(lists)}; sigma 0 follows step {step - 1}")
+            print(f"  step {step:2d}  {phase}  timestep {t:9.4f}  sigma {s:.6f}  (base step {index + 1} of 50)")
+    switch = switch_step(lists)
+    print(
+        f"the fast LoRA takes over from step {switch + 1} of {step} (ComfyUI SplitSigmas step {switch}); "
+        f"sigma 0 follows step {step}"
+    )
     print(f"--slow-timesteps {to_simpletuner(lists.slow)}")
     print(f"--fast-timesteps {to_simpletuner(lists.fast)}")

@@ -13,7 +13,6 @@ from glance.cli._common import (
     FamilyOpt,
     ForceOpt,
     GpuMemoryOpt,
-    ModelOpt,
     OutputDirOpt,
     Quantize,
     QuantizeOpt,
@@ -36,6 +35,14 @@ EPILOG = examples(
 )
 
 
+ModelOpt = Annotated[  # the run's model by default, not the family default `glance train` uses
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Base model: hub id or local diffusers folder. [default: the run's, from OUTPUT_DIR/glance.json]",
+    ),
+]
 SlowListOpt = Annotated[
     str | None,
     typer.Option(
@@ -95,13 +102,15 @@ def infer_command(
     slow_timesteps: SlowListOpt = None,
     fast_timesteps: FastListOpt = None,
     out: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             "--out",
-            help="The PNG to write; with several images they are numbered beside it (OUT-001.png, ...). "
-            "Each PNG carries its parameters.",
+            help="The PNG to write, or a folder (glance.png inside it); with several images they are numbered "
+            "beside it (glance-001.png, ...). Each PNG carries its parameters. [default: OUTPUT_DIR/samples/"
+            "glance.png, where `glance push` looks; with --lora-repo or without a run, ./glance.png]",
+            show_default=False,
         ),
-    ] = Path("glance.png"),
+    ] = None,
     seeds: Annotated[
         str,
         typer.Option(
@@ -179,6 +188,7 @@ def infer_command(
         from glance.share import fetch_pair
 
         output_dir = fetch_pair(lora_repo, lora_revision)
+        out = out or Path("glance.png")  # never into the Hub cache
     options = options_from_manifest(
         output_dir,
         prompts=all_prompts,
@@ -236,7 +246,6 @@ def run_record(run) -> dict:
         }
         if result.bases:
             entry["bases"] = [image(base) for base in result.bases]  # one per --compare step count, in order
-            entry["base"] = entry["bases"][0]  # the first, as with one step count
         return entry
 
     return {

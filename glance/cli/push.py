@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -50,7 +51,8 @@ def push_command(
 
     The card holds a plain diffusers snippet that samples the pair on exactly its trained sigmas,
     and the `glance infer --lora-repo` line that does the same. Samples are the PNGs `glance infer`
-    rendered with this run's LoRAs, found in the current folder, OUTPUT_DIR and OUTPUT_DIR/samples.
+    rendered with this run's LoRAs (matched by the LoRA files' hashes), found in OUTPUT_DIR/samples, where
+    `glance infer` writes by default, and OUTPUT_DIR.
     The upload is one commit: it lands whole or not at all, and replaces the samples of an earlier
     push. Log in first: `hf auth login`.
     """
@@ -70,10 +72,19 @@ def push_command(
         check_repo_id(repo_id)
         built = build_folder(options, default_folder(output_dir))
         print(built.card)
-        print(f"would upload {len(built.files)} files from {built.folder} to {repo_id}:")
-        for name in built.files:
-            print(f"  {name}")
+        _print_files(built, f"would upload {len(built.files)} files from {built.folder} to {repo_id}:")
         return
     result = push(options)
-    print(f"pushed {len(result.files)} files to {repo_id}: {result.url}")
+    _print_files(result, f"pushed {len(result.files)} files to {repo_id}: {result.url}")
     print(f'sample it: glance infer --lora-repo {repo_id} "your prompt"')
+
+
+def _print_files(result, heading: str) -> None:
+    """The repo's files, each sample with its prompt and seed; on stderr, the images passed over and why."""
+    for line in result.skipped:
+        print(f"not pushed: {line}", file=sys.stderr)
+    print(heading)
+    samples = {sample.path: sample for sample in result.samples}
+    for name in result.files:
+        sample = samples.get(name)
+        print(f"  {name}" + (f"  (seed {sample.seed}: {sample.prompt})" if sample is not None else ""))

@@ -26,6 +26,7 @@ from glance.cli._common import (
     examples,
 )
 from glance.cli.configs import (
+    BackgroundOpt,
     ConfigDirOpt,
     DeviceOpt,
     ImageArg,
@@ -70,6 +71,7 @@ def train_command(
     quantize: QuantizeOpt = Quantize.auto,
     gradient_checkpointing: GradientCheckpointingOpt = None,
     gpu_memory: GpuMemoryOpt = None,
+    background: BackgroundOpt = "white",
     only: Annotated[Phase | None, typer.Option(help="Run one phase only.")] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Retrain phases that are up to date; overwrite configs.")
@@ -113,8 +115,11 @@ def train_command(
         quantize=quantize,
         gradient_checkpointing=gradient_checkpointing,
         gpu_memory=gpu_memory,
+        background=background,
     )
     plan = plan_run(settings, fetch=not dry_run)
+    for note in plan.notes:
+        print(f"note: {note}", file=sys.stderr)
     if dry_run:
         describe_launches(plan, phase_launches(plan, parallel=parallel, num_processes=num_processes))
         return

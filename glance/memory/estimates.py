@@ -42,7 +42,8 @@ BLOCK_ACTIVATIONS = 24  # tensors of tokens x width a transformer block keeps fo
 LORA_MATRICES_PER_BLOCK = 16  # in+out widths of the attention projections LoRA targets, per block
 LORA_STATE_BYTES = 8  # bf16 weight + bf16 grad + two bf16 AdamW states
 DENOISE_BLOCKS = 10  # tensors of tokens x width alive in one no-grad block
-TEXT_TOKENS = {"flux": 512, "sd3": 333, "qwen_image": 256}  # T5 512 / CLIP 77 + T5 256 / a prompt
+# T5 512 / CLIP 77 + T5 256 / a prompt / T5 to the prompt's end + 1 / the prompt (padding dropped) / 512
+TEXT_TOKENS = {"flux": 512, "sd3": 333, "qwen_image": 256, "chroma": 256, "z_image": 256, "flux2": 512}
 # Calibrated on the measured points (see the docstring).
 MEASURED_TRAIN_GIB = 26.6
 MEASURED_SAMPLE_GIB = 24.85

@@ -58,6 +58,58 @@ KNOWN_SIZES: dict[str, ModelSizes] = {
         blocks=60,
         source="known size of Qwen/Qwen-Image",
     ),
+    "Qwen/Qwen-Image-2512": ModelSizes(  # Qwen-Image's classes and shapes, retrained
+        transformer_params=20_430_401_088,
+        text_encoder_params={"text_encoder": 8_292_166_656},
+        vae_params=126_892_531,
+        width=3072,
+        blocks=60,
+        source="known size of Qwen/Qwen-Image-2512",
+    ),
+    # Chroma and Z-Image: parameters of diffusers' default configs (the released models'), counted on the
+    # meta device; their VAE is FLUX's, Z-Image's encoder Qwen3-4B (embeddings tied, saved once).
+    "lodestones/Chroma1-HD": ModelSizes(
+        transformer_params=8_899_983_424,
+        text_encoder_params={"text_encoder": 4_762_310_656},
+        vae_params=83_819_683,
+        width=3072,
+        blocks=57,
+        source="known size of lodestones/Chroma1-HD",
+    ),
+    "Tongyi-MAI/Z-Image": ModelSizes(
+        transformer_params=6_154_908_736,
+        text_encoder_params={"text_encoder": 4_022_468_096},
+        vae_params=83_819_683,
+        width=3840,
+        blocks=30,
+        source="known size of Tongyi-MAI/Z-Image",
+    ),
+    # FLUX.2: parameters counted from each component's config (Flux2Transformer2DModel, AutoencoderKLFlux2, Qwen3 4B/8B,
+    # Mistral-Small-3.1-24B with its vision tower) built on torch's meta device; the [dev] transformer is 32.2 B.
+    "black-forest-labs/FLUX.2-klein-base-4B": ModelSizes(
+        transformer_params=3_875_544_576,
+        text_encoder_params={"text_encoder": 4_022_468_096},
+        vae_params=84_046_115,
+        width=3072,
+        blocks=25,
+        source="known size of black-forest-labs/FLUX.2-klein-base-4B",
+    ),
+    "black-forest-labs/FLUX.2-klein-base-9B": ModelSizes(
+        transformer_params=9_078_581_248,
+        text_encoder_params={"text_encoder": 8_190_735_360},
+        vae_params=84_046_115,
+        width=4096,
+        blocks=32,
+        source="known size of black-forest-labs/FLUX.2-klein-base-9B",
+    ),
+    "black-forest-labs/FLUX.2-dev": ModelSizes(
+        transformer_params=32_223_281_152,
+        text_encoder_params={"text_encoder": 24_011_361_280},
+        vae_params=84_046_115,
+        width=6144,
+        blocks=56,
+        source="known size of black-forest-labs/FLUX.2-dev",
+    ),
     "stabilityai/stable-diffusion-3.5-large": ModelSizes(
         transformer_params=8_056_000_000,
         text_encoder_params=_SD3_TEXT_ENCODERS,
@@ -133,8 +185,9 @@ def read_model_sizes(folder: Path) -> ModelSizes | None:
         return None
     if transformer is None:
         return None
-    width = config.get("num_attention_heads", 0) * config.get("attention_head_dim", 0)
-    blocks = config.get("num_layers", 0) + config.get("num_single_layers", 0)
+    # FLUX, SD3, Qwen-Image and Chroma name heads and blocks; Z-Image its width ("dim") and layers.
+    width = config.get("num_attention_heads", 0) * config.get("attention_head_dim", 0) or config.get("dim", 0)
+    blocks = config.get("num_layers", 0) + config.get("num_single_layers", 0) or config.get("n_layers", 0)
     if not width or not blocks:
         return None
     return ModelSizes(
@@ -147,11 +200,9 @@ def read_model_sizes(folder: Path) -> ModelSizes | None:
     )
 
 
-def model_sizes(model: str, family: Family) -> ModelSizes:
-    """Sizes of `model`: its own files (a local folder or the hub cache), else the known table.
-
-    An unknown hub id gets the sizes of its family's first model, and says so.
-    """
+def exact_model_sizes(model: str) -> ModelSizes | None:
+    """Sizes of `model` itself: its own files (a local folder or the hub cache), else the known table; None
+    when neither knows it."""
     from glance.hub import cached_snapshot
 
     folder = Path(model).expanduser() if is_local_model(model) else cached_snapshot(model)
@@ -159,8 +210,17 @@ def model_sizes(model: str, family: Family) -> ModelSizes:
         sizes = read_model_sizes(folder)
         if sizes is not None:
             return sizes
-    if model in KNOWN_SIZES:
-        return KNOWN_SIZES[model]
+    return KNOWN_SIZES.get(model)
+
+
+def model_sizes(model: str, family: Family) -> ModelSizes:
+    """Sizes of `model`: its own files (a local folder or the hub cache), else the known table.
+
+    An unknown hub id gets the sizes of its family's first model, and says so.
+    """
+    sizes = exact_model_sizes(model)
+    if sizes is not None:
+        return sizes
     stand_in = next((hub_id for hub_id in family.hub_ids if hub_id in KNOWN_SIZES), None)
     if stand_in is None:
         raise GlanceError(f"cannot tell how large {model} is; pass --quantize explicitly")

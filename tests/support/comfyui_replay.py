@@ -13,7 +13,8 @@ from pathlib import Path
 
 # class_type -> (inputs {name: type}, optional input names, output types). From ComfyUI's source:
 # nodes.py (loaders, CLIPTextEncode, LoraLoaderModelOnly, VAEDecode, SaveImage), comfy_extras/nodes_sd3.py
-# (TripleCLIPLoader, EmptySD3LatentImage), nodes_flux.py (FluxGuidance), nodes_cfg.py (CFGNorm) and
+# (TripleCLIPLoader, EmptySD3LatentImage), nodes_flux.py (FluxGuidance, EmptyFlux2LatentImage), nodes_cfg.py
+# (CFGNorm) and
 # nodes_custom_sampler.py (ManualSigmas, SplitSigmas, KSamplerSelect, RandomNoise, DisableNoise,
 # BasicGuider, CFGGuider, SamplerCustomAdvanced).
 CORE_NODES: dict[str, tuple[dict[str, str], set[str], tuple[str, ...]]] = {
@@ -29,9 +30,11 @@ CORE_NODES: dict[str, tuple[dict[str, str], set[str], tuple[str, ...]]] = {
     "VAELoader": ({"vae_name": "STRING"}, set(), ("VAE",)),
     "LoraLoaderModelOnly": ({"model": "MODEL", "lora_name": "STRING", "strength_model": "FLOAT"}, set(), ("MODEL",)),
     "CLIPTextEncode": ({"text": "STRING", "clip": "CLIP"}, set(), ("CONDITIONING",)),
+    "T5TokenizerOptions": ({"clip": "CLIP", "min_padding": "INT", "min_length": "INT"}, set(), ("CLIP",)),
     "FluxGuidance": ({"conditioning": "CONDITIONING", "guidance": "FLOAT"}, set(), ("CONDITIONING",)),
     "CFGNorm": ({"model": "MODEL", "strength": "FLOAT"}, set(), ("MODEL",)),
     "EmptySD3LatentImage": ({"width": "INT", "height": "INT", "batch_size": "INT"}, set(), ("LATENT",)),
+    "EmptyFlux2LatentImage": ({"width": "INT", "height": "INT", "batch_size": "INT"}, set(), ("LATENT",)),
     "ManualSigmas": ({"sigmas": "STRING"}, set(), ("SIGMAS",)),
     "SplitSigmas": ({"sigmas": "SIGMAS", "step": "INT"}, set(), ("SIGMAS", "SIGMAS")),
     "KSamplerSelect": ({"sampler_name": "STRING"}, set(), ("SAMPLER",)),
@@ -157,6 +160,8 @@ def replay(graph: dict, pipe, lora_folder: Path, family: str, *, approximate_cfg
             return ("clip",)
         if kind == "VAELoader":
             return ("vae",)
+        if kind == "T5TokenizerOptions":  # ComfyUI padding the T5 prompt as the diffusers pipeline does
+            return (inputs["clip"],)
         if kind == "LoraLoaderModelOnly":
             model = inputs["model"]
             return ({**model, "loras": (*model["loras"], (inputs["lora_name"], inputs["strength_model"]))},)
@@ -244,18 +249,24 @@ def _guidance(guider: dict, family: str) -> dict:
 
     FLUX: the conditioning's guidance goes to the guidance embedding (ComfyUI's Flux model takes 3.5
     without a FluxGuidance node, comfy/model_base.py). SD3: CFGGuider is CFG against the negative prompt,
-    BasicGuider none (guidance_scale 1). Qwen-Image: CFGGuider + CFGNorm is true CFG, BasicGuider none.
+    BasicGuider none (guidance_scale 1); Chroma the same. Z-Image: CFGGuider at cfg is ZImagePipeline's s = cfg - 1,
+    BasicGuider s = 0. Qwen-Image: CFGGuider + CFGNorm is true CFG, BasicGuider none.
     """
     positive, negative = guider["positive"], guider["negative"]
     if family == "flux":
         assert negative is None, "FLUX.1-dev is guidance-distilled: no CFG"
         return {"guidance_scale": positive["guidance"] if positive["guidance"] is not None else 3.5}
     assert positive["guidance"] is None, f"FluxGuidance means nothing to {family}"
-    if family == "sd3":
+    if family in ("sd3", "chroma"):
         assert not guider["model"]["cfg_norm"]
         if negative is None:
             return {"guidance_scale": 1.0}
         return {"guidance_scale": guider["cfg"], "negative_prompt": negative["text"]}
+    if family == "z_image":  # ZImagePipeline's CFG s is ComfyUI's cfg - 1; s = 0 is none
+        assert not guider["model"]["cfg_norm"]
+        if negative is None:
+            return {"guidance_scale": 0.0}
+        return {"guidance_scale": guider["cfg"] - 1, "negative_prompt": negative["text"]}
     if negative is None:
         return {"true_cfg_scale": 1.0}
     assert guider["model"]["cfg_norm"], "QwenImagePipeline's true CFG always rescales"

@@ -25,6 +25,7 @@ with open(os.environ["FAKE_SIMPLETUNER_CALLS"], "a") as calls:
 
 total = config["max_train_steps"]
 print("Using environment:", config_path, flush=True)
+print("\x1b[32m(Rank: 0)  | INFO     | Loading the model\x1b[0m", flush=True)  # SimpleTuner colours even a pipe
 if mode == "crash":
     print("RuntimeError: CUDA out of memory (pretend)", flush=True)
     sys.exit(1)

@@ -2,8 +2,10 @@
 
 One implementation for the demo, the tests and the benchmarks. This module builds a model folder
 (once, atomically) and makes what the tests train and sample with: a synthetic training pair and
-random LoRAs. Each family's pipeline is glance/tiny_pipelines.py's; its tokenizers, trained here on
-a few sentences instead of being downloaded, and text encoders are glance/tiny_text.py's.
+random LoRAs. Each family's pipeline is built by its own module here (glance/tiny/<family>.py, as
+diffusers keeps one pipeline per file); the tokenizers, made on a few sentences instead of being
+downloaded, and the text encoders are glance/tiny/text.py's. Adding a family adds its module and
+one line to BUILDERS.
 
 Scales:
   "tiny"   a few hundred kB; samples in well under a second on CPU (all families).
@@ -29,20 +31,36 @@ from pathlib import Path
 from glance import __version__
 from glance.families import GlanceError, get_family
 from glance.files import needs_writing, replace_folder, write_atomic
-from glance.tiny_pipelines import flux_pipeline, qwen_image_pipeline, sd3_pipeline
+from glance.tiny.chroma import chroma_pipeline
+from glance.tiny.flux import flux_pipeline
+from glance.tiny.flux2 import flux2_dev_pipeline, flux2_klein_pipeline
+from glance.tiny.qwen_image import qwen_image_pipeline
+from glance.tiny.sd3 import sd3_pipeline
+from glance.tiny.z_image import z_image_pipeline
 
 SCALES = ("tiny", "bench", "full")
 STAMP_NAME = "glance-tiny.json"  # written last: a folder without it is not a finished build
+# family -> builder(seed, scale) of its tiny diffusers pipeline
+BUILDERS = {
+    "flux": flux_pipeline,
+    "sd3": sd3_pipeline,
+    "qwen_image": qwen_image_pipeline,
+    "chroma": chroma_pipeline,
+    "z_image": z_image_pipeline,
+    "flux2": flux2_klein_pipeline,  # FLUX.2 [klein] base
+}
+# Models of a family beyond its default one: name -> (family, builder)
+VARIANTS = {"flux2-dev": ("flux2", flux2_dev_pipeline)}
 
 
 def build_tiny_model(family: str, path: Path, *, seed: int = 0, scale: str = "tiny") -> Path:
-    """Build a complete diffusers pipeline folder for `family` ("flux", "sd3", "qwen_image") at `path`.
+    """Build a complete diffusers pipeline folder for `family` (a key of BUILDERS or VARIANTS) at `path`.
 
     Returns at once when `path` already holds a finished build with the same arguments. The build
     happens in a temporary folder beside `path` that is renamed into place when complete, so an
     interrupted build is never mistaken for a finished one.
     """
-    name = get_family(family).name
+    name = family if family in VARIANTS else get_family(family).name
     if scale not in SCALES:
         raise GlanceError(f"unknown tiny model scale {scale!r}; known scales: {', '.join(SCALES)}")
     if scale != "tiny" and name != "flux":
@@ -145,7 +163,7 @@ def _read_stamp(path: Path) -> dict | None:
 def _build_pipeline(family: str, seed: int, scale: str):
     import torch
 
-    builders = {"flux": flux_pipeline, "sd3": sd3_pipeline, "qwen_image": qwen_image_pipeline}
     # Seed every component the same way diffusers' tests do, without disturbing the caller's RNG.
     with torch.random.fork_rng(devices=[]):
-        return builders[family](seed, scale)
+        builder = VARIANTS[family][1] if family in VARIANTS else BUILDERS[family]
+        return builder(seed, scale)

@@ -3,7 +3,7 @@
 Each tokenizer is made here in the form its family's pipeline loads, instead of being downloaded:
 CLIP's and Qwen2's byte-level BPE (merges learnt from the corpus), T5's Unigram (the corpus's words).
 The same corpus makes the same tokenizer in every process, so a tiny model's images can be pinned.
-The text encoders follow the tiny configs diffusers' own pipeline tests use. glance/tiny_pipelines.py
+The text encoders follow the tiny configs diffusers' own pipeline tests use. glance/tiny/<family>.py
 puts them into pipelines; benchmarks/pretrain_shapes.py trains on them.
 
 Heavy imports (torch, transformers, tokenizers) happen inside the functions.

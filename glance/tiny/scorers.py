@@ -1,7 +1,7 @@
 """Tiny random CLIP and DINOv2 scorers for `glance eval`'s tests, built offline like the tiny pipelines.
 
 Each is a transformers folder the real scorers' loaders read (config, safetensors weights, image
-processor; CLIP's tokenizer is glance's tiny CLIP tokenizer, learnt here, glance/tiny_text.py).
+processor; CLIP's tokenizer is glance's tiny CLIP tokenizer, learnt here, glance/tiny/text.py).
 Random weights: the scores mean nothing, the path they take is the real one.
 """
 
@@ -18,7 +18,7 @@ def build_tiny_scorer(kind: str, path: Path, *, seed: int = 0) -> Path:
     """Build the tiny `kind` ("clip" or "dino") scorer at `path` (once: a finished folder is kept)."""
     import tempfile
 
-    from glance.tiny_text import seeded
+    from glance.tiny.text import seeded
 
     path = Path(path)
     if (path / "config.json").is_file():
@@ -36,7 +36,7 @@ def _clip():
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPVisionConfig
 
     from glance.shapes import all_captions
-    from glance.tiny_text import CORPUS, clip_config, clip_tokenizer
+    from glance.tiny.text import CORPUS, clip_config, clip_tokenizer
 
     tokenizer = clip_tokenizer((*CORPUS, *(caption.text for caption in all_captions()[:12])))
     vision = CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
