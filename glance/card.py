@@ -173,6 +173,7 @@ def render_card(
     gallery = "".join(f"![{s.prompt}]({s.path})\n\n_{s.prompt}_ (seed {s.seed})\n\n" for s in samples)
     metadata = ModelCardData(**front_matter(manifest, base_model, samples, training)).to_yaml()
     name = repo_id.split("/")[-1]
+    evaluation_section = f"{evaluation}\n" if evaluation else ""
     return f"""---
 {metadata}
 ---
@@ -188,7 +189,7 @@ one of the two ways below.
 {gallery}## What was trained
 
 {table}
-{evaluation + chr(10) if evaluation else ""}## Sample with diffusers
+{evaluation_section}## Sample with diffusers
 
 ```python
 {diffusers_snippet(manifest, repo_id, base_model, prompt, seed).rstrip()}
