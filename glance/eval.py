@@ -137,7 +137,7 @@ def run_eval(options: EvalOptions, reporter: Reporter | None = None) -> EvalResu
 
 
 def _render(options: EvalOptions, base, infer_options: dict, tasks: list[EvalTask], device: str, reporter):
-    progress = EvalProgress(total=len(tasks))
+    """One process (one progress bar over every render), or --num-processes workers (a slot each)."""
     if options.num_processes > 1:
         from glance.spread import render_eval_spread
 
@@ -145,7 +145,7 @@ def _render(options: EvalOptions, base, infer_options: dict, tasks: list[EvalTas
     from glance.eval_render import render_eval_tasks
 
     return render_eval_tasks(base, infer_options, tasks, device, reporter, lora_scale=options.lora_scale,
-                             progress=progress)  # fmt: skip
+                             progress=EvalProgress(total=len(tasks)))  # fmt: skip
 
 
 def _score(columns: list[EvalColumn], images: list[EvalImage], runs: list[Path], trainings, scorers, dirs, device):
