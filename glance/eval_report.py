@@ -193,7 +193,8 @@ def _write_sheet(images: list, columns: list, report: dict, path: Path, rows: in
                                                       seconds=image.seconds, denoise_seconds=0.0,
                                                       summary=image.summary)  # fmt: skip
     count = report["images_per_column"]
-    picked = sorted({round(i * (count - 1) / max(1, rows - 1)) for i in range(min(rows, count))})
+    shown_rows = min(rows, count)
+    picked = sorted({round(i * (count - 1) / max(1, shown_rows - 1)) for i in range(shown_rows)})
     names = [c.name for c in columns]
     shown = [grid[names[-1]][i].model_copy(update={"bases": [grid[n][i] for n in names[:-1]]}) for i in picked]
     adherence, closeness = report["measures"]["adherence"], report["measures"]["closeness"]
