@@ -10,7 +10,10 @@ still leaves the ones before it):
 2. `glance train --quantize int8 --gradient-checkpointing` (the slow phase; both with --phases both);
 3. `glance infer --quantize int8` with those LoRAs;
 4. `glance train --quantize none --no-gradient-checkpointing` (bf16, the slow phase): the baseline,
-   skipped when fewer than --baseline-needs seconds of --budget are left.
+   skipped when fewer than --baseline-needs seconds of --budget are left;
+5. with --eval (needs --phases both): `glance eval` on the int8 run, four prompts x seed 0, the
+   reference at --eval-reference steps, scored by the tiny offline CLIP and DINOv2 (glance/tiny/scorers.py):
+   the time per column and the peak memory of an eval of a FLUX-size model.
 Each run is a real `python -m glance` process. Peak GPU memory: nvidia-smi's memory.used, polled
 every 0.2 s (the process total, as ../shared/FACTS.md measured it). s/step: the time between the
 first and the last step lines of SimpleTuner's progress bar, over the steps between them (the first
@@ -141,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--phases", choices=("slow", "both"), default="slow", help="phases of the int8 run")
     parser.add_argument("--budget", type=float, default=450, help="seconds for the whole check")
     parser.add_argument("--baseline-needs", type=float, default=150, help="seconds the bf16 baseline needs")
+    parser.add_argument("--eval", action="store_true", help="then `glance eval` the int8 run (--phases both)")
+    parser.add_argument("--eval-reference", type=int, default=20, help="steps of the eval's reference column")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
@@ -194,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
             sample["adapters"] = [step["adapters"] for step in record.get("steps", [])]
         save("infer_int8", sample)
 
+    if args.eval and int8["exit_code"] == 0 and args.phases == "both":
+        save("eval", eval_stage(work, work / "int8", args.device, args.eval_reference))
+
     left = args.budget - (time.perf_counter() - started)
     if left >= args.baseline_needs:
         bf16 = train("bf16", "--quantize", "none", "--no-gradient-checkpointing", only_slow=True)
@@ -210,6 +218,24 @@ def main(argv: list[str] | None = None) -> int:
         save("train_bf16", {"skipped": f"{left:.0f} s left of --budget, --baseline-needs {args.baseline_needs:.0f}"})
     print(f"results: {args.json} ({time.perf_counter() - started:.0f} s)")
     return 0 if all(s.get("exit_code", 0) == 0 for s in results["stages"].values()) else 1
+
+
+def eval_stage(work: Path, run: Path, device: str, reference: int) -> dict:
+    """`glance eval` of `run` with the tiny offline scorers: wall time, peak GPU memory, seconds per column."""
+    from glance.tiny.scorers import build_tiny_scorer
+
+    prompts = work / "eval-prompts.txt"
+    prompts.write_text("a lighthouse at dawn\na red fox in snow\nthree red apples on a plate\na neon sign\n")
+    cmd = ["eval", "-o", str(run), "--prompts", str(prompts), "--seeds", "0", "--reference", str(reference),
+           "--scorer", "clip", "--scorer", "dino", "--device", device, "--out", str(work / "eval"),
+           "--cache", str(work / "eval-cache"), "--force", "--json"]  # fmt: skip
+    for kind in ("clip", "dino"):
+        cmd += ["--scorer-model", f"{kind}={build_tiny_scorer(kind, work / f'tiny-{kind}')}"]
+    result = run_glance(cmd, work / "eval.log")
+    report = json.loads((work / "eval" / "eval.json").read_text()) if (work / "eval" / "eval.json").is_file() else {}
+    result["seconds_per_image"] = {c["name"]: c["seconds_per_image"] for c in report.get("columns", [])}
+    result["verdict"] = report.get("verdict")
+    return result
 
 
 def _last_json(log: Path) -> dict | None:

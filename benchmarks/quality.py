@@ -274,6 +274,32 @@ def _glance_row(work: Path, name: str, run_dir: Path, caption, prompts: list[str
     return score(f"glance {name}", renders, reference, caption, DEMO_PROMPTS)
 
 
+def bench_eval(work: Path, seeds=(0, 1, 2), pairs=("demo", "image-3")) -> dict:
+    """`glance eval --scorer judge` (glance/eval.py, the same code) over the shapes model's held-out and open
+    captions, with the pairs trained on a placed caption (the demo's) and on an open one (image-3)."""
+    from glance.eval import run_eval
+    from glance.eval_plan import EvalOptions
+
+    runs = [train_pair(work / "pairs", name, caption, seed, []) for name, caption, seed in _training_images()
+            if name in pairs]  # fmt: skip
+    options = EvalOptions(runs=runs, seeds=list(seeds), scorers=["judge"], out=work / "eval", cache=work / "eval-cache",
+                          device="cpu", force=True)  # fmt: skip
+    result = run_eval(options)
+    print(result.table, flush=True)
+    report = result.report
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "command": "glance eval " + " ".join(f"-o {run.parent.name}" for run in runs)
+        + f" --scorer judge --seeds {seeds[0]}-{seeds[-1]}",
+        "prompts": report["prompts"],
+        "seeds": report["seeds"],
+        "columns": [{"name": c["name"], "seconds_per_image": c["seconds_per_image"], "mean": c["mean"]}
+                    for c in report["columns"]],  # fmt: skip
+        "comparisons": report["comparisons"],
+        "verdict": report["verdict"],
+    }
+
+
 def merge_rows(latest: Path, rows: list[dict]) -> None:
     """Put `rows` into latest.json's quality table, replacing rows of the same name; the run is dated."""
     import json
@@ -303,7 +329,15 @@ if __name__ == "__main__":
     # .venv/bin/python benchmarks/quality.py [--base-only]: the model alone, quickly;
     # .venv/bin/python benchmarks/quality.py --tries: the TRIES rows only, merged into latest.json.
     here = Path(__file__).resolve().parent
-    if "--tries" in sys.argv:
+    if "--eval" in sys.argv:  # .venv/bin/python benchmarks/quality.py --eval: `glance eval`, into latest.json
+        import json
+
+        measured = bench_eval(here / "work" / "quality")
+        latest = here / "latest.json"
+        results = json.loads(latest.read_text())
+        results["quality"]["eval"] = measured
+        latest.write_text(json.dumps(results, indent=2) + "\n")
+    elif "--tries" in sys.argv:
         from glance.demo import DEMO_STEPS
 
         tried = bench_tries(here / "work" / "quality")

@@ -139,8 +139,9 @@ def render_card(
     base_model: str,
     samples: list[Sample],
     training: TrainingImage | None = None,
+    evaluation: str | None = None,
 ) -> str:
-    """README.md of the repo: front matter, what was trained, how to sample it."""
+    """README.md of the repo: front matter, what was trained, how to sample it; `glance eval`'s table when given."""
     from huggingface_hub import ModelCardData
 
     lists = manifest.lists
@@ -172,6 +173,7 @@ def render_card(
     gallery = "".join(f"![{s.prompt}]({s.path})\n\n_{s.prompt}_ (seed {s.seed})\n\n" for s in samples)
     metadata = ModelCardData(**front_matter(manifest, base_model, samples, training)).to_yaml()
     name = repo_id.split("/")[-1]
+    evaluation_section = f"{evaluation}\n" if evaluation else ""
     return f"""---
 {metadata}
 ---
@@ -187,7 +189,7 @@ one of the two ways below.
 {gallery}## What was trained
 
 {table}
-## Sample with diffusers
+{evaluation_section}## Sample with diffusers
 
 ```python
 {diffusers_snippet(manifest, repo_id, base_model, prompt, seed).rstrip()}

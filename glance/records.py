@@ -57,6 +57,8 @@ def parameters_line(summary: dict) -> str:
     if summary["kind"] == "glance":
         slow = sum(1 for step in steps if step["adapters"] == ["slow"])
         schedule = f"glance ({slow} slow + {len(steps) - slow} fast LoRA steps)"
+    elif summary["kind"] == "schedule":
+        schedule = "glance's trained sigmas, no LoRA"
     else:
         schedule = "base model default"
     fields = {

@@ -109,21 +109,10 @@ def render_images(
             pipe.to(device)
         pipe.set_progress_bar_config(disable=not reporter.verbose)  # glance shows its own line per image
         load_seconds = time.perf_counter() - started
-        call_kwargs = {"width": options.width, "height": options.height, **sampling_guidance(options, family, pipe)}
-        common = {
-            "negative_prompt": call_kwargs.get("negative_prompt"),
-            "model": options.model,
-            "family": family.name,
-            "guidance": call_kwargs.get("guidance_scale"),
-            "true_cfg": call_kwargs.get("true_cfg_scale"),
-            "device": device,
-            "dtype": dtype,
-            "quantize": memory.quantize,
-            "memory_plan": memory.describe(),
-        }
+        call_kwargs, common = call_setup(options, family, pipe, device, dtype, memory)
 
-        def record(job: ImageJob) -> dict:  # the record's first keys, in the order a reader expects
-            return {"glance_version": __version__, "prompt": job.prompt, "seed": job.seed, **common}
+        def record(job: ImageJob) -> dict:
+            return image_record(job.prompt, job.seed, common)
 
         def advance(progress: ImageProgress) -> Callable[[], None]:  # called after each scheduler step
             return lambda: (progress.advance(), reporter.progress(progress))
@@ -174,6 +163,28 @@ def render_images(
             if on_image is not None:
                 on_image(result)
     return results, load_seconds
+
+
+def call_setup(options: InferOptions, family: Family, pipe, device: str, dtype: str, memory: SamplingPlan):
+    """(the pipeline call's size and guidance arguments, the record's keys every image of the run shares)."""
+    call_kwargs = {"width": options.width, "height": options.height, **sampling_guidance(options, family, pipe)}
+    common = {
+        "negative_prompt": call_kwargs.get("negative_prompt"),
+        "model": options.model,
+        "family": family.name,
+        "guidance": call_kwargs.get("guidance_scale"),
+        "true_cfg": call_kwargs.get("true_cfg_scale"),
+        "device": device,
+        "dtype": dtype,
+        "quantize": memory.quantize,
+        "memory_plan": memory.describe(),
+    }
+    return call_kwargs, common
+
+
+def image_record(prompt: str, seed: int, common: dict) -> dict:
+    """The record's first keys, in the order a reader expects."""
+    return {"glance_version": __version__, "prompt": prompt, "seed": seed, **common}
 
 
 def _detail(job: ImageJob) -> str:

@@ -128,6 +128,16 @@ def render_base(pipe, call_kwargs: dict, steps: int, seed: int, on_step: Callabl
     return _render(pipe, {**call_kwargs, "num_inference_steps": steps}, seed, on_step)
 
 
+def render_exact(pipe, call_kwargs: dict, sigmas: list[float], seed: int, on_step: Callable[[], None] | None = None):
+    """The base model (no adapter active) on exactly `sigmas`: `pipe` has the exact scheduler. What
+    glance's schedule does without its LoRAs (`glance eval`'s schedule column)."""
+    rendered = _render(pipe, {**call_kwargs, "sigmas": list(sigmas), "num_inference_steps": len(sigmas)}, seed, on_step)
+    executed = [record.sigma for record in rendered.trace]
+    if executed != list(sigmas):
+        raise GlanceError(f"the pipeline stepped through sigmas {executed}, not {list(sigmas)}")
+    return rendered
+
+
 def render_glance(
     pipe,
     call_kwargs: dict,

@@ -219,7 +219,11 @@ def build_folder(options: PushOptions, folder: Path, *, search: list[Path] | Non
     )
     files.update({f"{COMFYUI_DIR}/{name}": data for name, data in comfyui.files.items()})
 
-    card = render_card(manifest, repo_id=options.repo_id, base_model=base_model, samples=samples, training=training)
+    from glance.eval_report import card_section
+
+    evaluation = card_section(Path(options.output_dir))  # the run's `glance eval`, when it has one
+    card = render_card(manifest, repo_id=options.repo_id, base_model=base_model, samples=samples, training=training,
+                       evaluation=evaluation)  # fmt: skip
     files[CARD_NAME] = card.encode()
     for path, data in files.items():
         write_atomic(folder / path, data)

@@ -44,12 +44,15 @@ def tile_size(width: int, height: int) -> tuple[int, int]:
     return width * factor, height * factor
 
 
-def write_compare_sheet(images: list, path: Path, notes: dict[int, str] | None = None) -> dict:
+def write_compare_sheet(
+    images: list, path: Path, notes: dict[int, str] | None = None, titles: list[str] | None = None
+) -> dict:
     """Write the sheet for `images` (ImageResults with their `bases`) to `path`; returns its layout.
 
-    `notes` adds a line under a column's title (by column index), e.g. a judge's score.
+    `notes` adds a line under a column's title (by column index), e.g. a judge's score; `titles`
+    names the columns (`glance eval`'s) instead of "base model, N steps" ... "glance".
     """
-    sheet, layout = compose_sheet(images, notes or {})
+    sheet, layout = compose_sheet(images, notes or {}, titles)
     from PIL.PngImagePlugin import PngInfo
 
     info = PngInfo()
@@ -60,7 +63,7 @@ def write_compare_sheet(images: list, path: Path, notes: dict[int, str] | None =
     return layout
 
 
-def compose_sheet(images: list, notes: dict[int, str] | None = None):
+def compose_sheet(images: list, notes: dict[int, str] | None = None, names: list[str] | None = None):
     """(the sheet as a PIL image, its layout)."""
     from PIL import Image, ImageDraw
 
@@ -86,6 +89,8 @@ def compose_sheet(images: list, notes: dict[int, str] | None = None):
     fast = len(first.summary["steps"]) - slow
     titles = [f"base model, {len(base.summary['steps'])} steps" for base in first.bases]
     titles.append(f"glance, {slow} slow + {fast} fast steps")
+    if names is not None:
+        titles = list(names)
     for column, title in enumerate(titles):
         left = MARGIN + column * (tile_w + GAP)
         draw.text((left, MARGIN), _cut(draw, title, title_font, tile_w), font=title_font, fill=TEXT)
@@ -97,9 +102,13 @@ def compose_sheet(images: list, notes: dict[int, str] | None = None):
     for row, (result, lines, row_h) in enumerate(zip(images, prompts, rows_h, strict=True)):
         draw.line([(MARGIN, top - 4), (width - MARGIN, top - 4)], fill=RULE, width=1)
         shown_images = [(base, "base") for base in result.bases] + [(result, "glance")]
+        if names is not None:
+            shown_images = [(shown, names[column]) for column, (shown, _) in enumerate(shown_images)]
         for column, (shown, name) in enumerate(shown_images):
             left = MARGIN + column * (tile_w + GAP)
-            label = f"{name} · {len(shown.summary['steps'])} steps · {shown.seconds:.1f} s"
+            label = f"{len(shown.summary['steps'])} steps · {shown.seconds:.1f} s"
+            if names is None:  # named columns carry their name in the title
+                label = f"{name} · {label}"
             draw.text((left, top), label, font=font, fill=MUTED)
             with Image.open(shown.image) as picture:
                 tile = _fit(picture.convert("RGB"), tile_w, tile_h)

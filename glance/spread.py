@@ -24,12 +24,24 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from glance.batch import ImageJob
+from glance.eval_plan import EvalTask
+from glance.eval_render import EvalImage
 from glance.families import GlanceError
 from glance.infer_options import InferOptions
 from glance.render import ImageResult, render_images, result_line
 
 EVENT_PREFIX = "glance-event "  # a worker's stdout line meant for the parent
 TAIL_LINES = 2000  # of the processes' own output, kept to find a failure's cause in (a traceback and accelerate's)
+
+
+class EvalSpread(BaseModel):
+    """`glance eval`'s part of a job: each run's options and every image to render (glance/eval_render.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    runs: dict[str, dict]  # run folder -> InferOptions as JSON
+    tasks: list[EvalTask]
+    lora_scale: float = 1.0
 
 
 class SpreadJob(BaseModel):
@@ -42,6 +54,7 @@ class SpreadJob(BaseModel):
     device: str  # "cuda" or "cpu": each process takes its own device of this kind
     verbose: bool = False
     quiet: bool = False
+    eval: EvalSpread | None = None  # `glance eval`: these tasks instead of `jobs`
 
 
 class WorkerReport(BaseModel):
@@ -67,10 +80,40 @@ def render_spread(
     options: InferOptions, jobs: list[ImageJob], device: str, reporter
 ) -> tuple[list[ImageResult], float]:
     """Run the workers, relay their progress, merge their results in list order; (results, load seconds)."""
+    job = SpreadJob(
+        options=options.model_dump(mode="json"), jobs=jobs, device=device, verbose=reporter.verbose,
+        quiet=reporter.quiet,
+    )  # fmt: skip
+    reports = _run_workers(job, options.num_processes, reporter)
+    index = {job.out: job.index for job in jobs}
+    results = sorted(
+        (ImageResult.model_validate(image) for report in reports for image in report.images),
+        key=lambda result: index[result.image],
+    )
+    for result in results:
+        reporter.result(result_line(result))
+    return results, max(report.load_seconds for report in reports)
+
+
+def render_eval_spread(
+    base: InferOptions, runs: dict[str, InferOptions], tasks: list[EvalTask], device: str, reporter, lora_scale: float
+) -> tuple[list[EvalImage], float]:
+    """`glance eval`'s images over the processes: each renders every N-th task (glance/eval_render.py)."""
+    spread = EvalSpread(runs={run: o.model_dump(mode="json") for run, o in runs.items()}, tasks=tasks,
+                        lora_scale=lora_scale)  # fmt: skip
+    job = SpreadJob(options=base.model_dump(mode="json"), jobs=[], device=device, verbose=reporter.verbose,
+                    quiet=reporter.quiet, eval=spread)  # fmt: skip
+    reports = _run_workers(job, base.num_processes, reporter)
+    images = [EvalImage.model_validate(image) for report in reports for image in report.images]
+    return images, max(report.load_seconds for report in reports)
+
+
+def _run_workers(job: SpreadJob, count: int, reporter) -> list[WorkerReport]:
+    """Launch the processes on `job`, relay their progress, and read each one's report."""
     from glance.failure import failure_cause
     from glance.simpletuner import accelerate_config_yaml
 
-    count = options.num_processes
+    device = job.device
     if device == "mps":
         raise GlanceError("--num-processes needs cuda devices or the CPU, not mps")
     if device == "cuda":
@@ -81,13 +124,6 @@ def render_spread(
     with tempfile.TemporaryDirectory(prefix="glance-spread-") as folder:
         folder = Path(folder)
         job_file = folder / "job.json"
-        job = SpreadJob(
-            options=options.model_dump(mode="json"),
-            jobs=jobs,
-            device=device,
-            verbose=reporter.verbose,
-            quiet=reporter.quiet,
-        )
         job_file.write_text(job.model_dump_json())
         (folder / "accelerate.yaml").write_text(accelerate_config_yaml(count, "no"))
         command = [
@@ -143,17 +179,9 @@ def render_spread(
             # The cause first, as a failed training phase names it: the last exception in the output.
             print(f"a process: {failure_cause(list(tail)) or 'no exception in its output'}", file=sys.stderr)
             raise GlanceError(f"--num-processes {count}: a process failed (exit code {code})")
-        reports = [
+        return [
             WorkerReport.model_validate_json((folder / f"result-{rank}.json").read_text()) for rank in range(count)
         ]
-    index = {job.out: job.index for job in jobs}
-    results = sorted(
-        (ImageResult.model_validate(image) for report in reports for image in report.images),
-        key=lambda result: index[result.image],
-    )
-    for result in results:
-        reporter.result(result_line(result))
-    return results, max(report.load_seconds for report in reports)
 
 
 def _free_port() -> int:
@@ -207,13 +235,26 @@ def worker_main(job_file: Path) -> int:
     mine = job.jobs[rank::count]
     try:
         options = InferOptions.model_validate(job.options)
-        results, load_seconds = render_images(options, mine, device, reporter) if mine else ([], 0.0)
+        if job.eval is not None:
+            results, load_seconds = _eval_worker(options, job.eval, rank, count, device, reporter)
+        else:
+            results, load_seconds = render_images(options, mine, device, reporter) if mine else ([], 0.0)
     except GlanceError as exc:
         reporter._emit(error=str(exc))
         return 1
     report = WorkerReport(images=[r.model_dump(mode="json") for r in results], load_seconds=load_seconds)
     (Path(job_file).parent / f"result-{rank}.json").write_text(report.model_dump_json())
     return 0
+
+
+def _eval_worker(options: InferOptions, spread: EvalSpread, rank: int, count: int, device: str, reporter):
+    from glance.eval_render import render_eval_tasks
+
+    mine = spread.tasks[rank::count]
+    if not mine:
+        return [], 0.0
+    runs = {run: InferOptions.model_validate(o) for run, o in spread.runs.items()}
+    return render_eval_tasks(options, runs, mine, device, reporter, lora_scale=spread.lora_scale)
 
 
 if __name__ == "__main__":

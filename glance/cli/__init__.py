@@ -11,6 +11,7 @@ import typer
 from glance import __version__
 from glance.cli import configs as _configs
 from glance.cli import demo as _demo
+from glance.cli import eval as _eval
 from glance.cli import export as _export
 from glance.cli import infer as _infer
 from glance.cli import push as _push
@@ -34,6 +35,7 @@ app.command("schedule", epilog=_configs.SCHEDULE_EPILOG)(_configs.schedule_comma
 app.command("train", epilog=_train.EPILOG)(_train.train_command)
 app.command("infer", epilog=_infer.EPILOG)(_infer.infer_command)
 app.command("push", epilog=_push.EPILOG)(_push.push_command)
+app.command("eval", epilog=_eval.EPILOG)(_eval.eval_command)
 app.add_typer(_export.export_app)
 app.command("demo", epilog=_demo.EPILOG)(_demo.demo_command)
 
