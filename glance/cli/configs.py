@@ -64,7 +64,8 @@ def settings_from_options(
     config_dir: Path,
     device: TrainDevice,
     seed: int,
-    separate_caches: bool = False,
+    phases: str = "auto",
+    num_processes: int = 1,
     quantize: Quantize = Quantize.auto,
     gradient_checkpointing: bool | None = None,
     gpu_memory: float | None = None,
@@ -87,7 +88,8 @@ def settings_from_options(
         config_dir=config_dir,
         device=device.value,
         seed=seed,
-        separate_caches=separate_caches,
+        phases=phases,
+        num_processes=num_processes,
         quantize=quantize.value,
         gradient_checkpointing=gradient_checkpointing,
         gpu_memory=gpu_memory,
@@ -126,12 +128,13 @@ def configs_command(
     check: Annotated[bool, typer.Option("--check", help="Also run SimpleTuner's own parser over both files.")] = False,
     force: ForceOpt = False,
 ) -> None:
-    """Write the SimpleTuner files for both phases: multidatabackend.json, glance-slow.json, glance-fast.json.
+    """Write the SimpleTuner files for both phases: multidatabackend-PHASE.json and glance-PHASE.json.
 
     Also stages the image and caption into OUTPUT_DIR/dataset (SimpleTuner writes files into its
-    dataset folder), so the files run as written with the commands printed at the end. As with
-    `glance train`, files glance wrote itself are replaced when an option changes and a file edited
-    since needs --force; a folder holding a finished run on other inputs is refused without --force.
+    dataset folder) and makes each phase's working folder, so the files run as written with the
+    commands printed at the end. As with `glance train`, files glance wrote itself are replaced
+    when an option changes and a file edited since needs --force; a folder holding a finished run on
+    other inputs is refused without --force.
     """
     from glance.files import check_writable_dir
     from glance.lock import RunLock
