@@ -31,7 +31,7 @@ ImageArg = Annotated[
     Path,
     typer.Argument(help="The training image; its caption is the .txt file with the same stem."),
 ]
-ConfigDirOpt = Annotated[Path, typer.Option("--config-dir", help="Where the three SimpleTuner JSON files go.")]
+ConfigDirOpt = Annotated[Path, typer.Option("--config-dir", help="Where the four SimpleTuner JSON files go.")]
 StepsOpt = Annotated[int | None, typer.Option(min=1, help="Training steps per phase. [default: 60, the paper's]")]
 RankOpt = Annotated[int | None, typer.Option(min=1, help="LoRA rank (alpha = 4 x rank). [default: per family]")]
 LearningRateOpt = Annotated[float | None, typer.Option(min=0, help="Constant learning rate. [default: per family]")]
@@ -108,7 +108,7 @@ EPILOG = examples(
 @cli_errors
 def configs_command(
     image: ImageArg = Path("data/glance.png"),
-    out: Annotated[Path, typer.Option("--out", help="Where the three SimpleTuner JSON files go.")] = Path("config"),
+    out: Annotated[Path, typer.Option("--out", help="Where the four SimpleTuner JSON files go.")] = Path("config"),
     model: ModelOpt = None,
     revision: RevisionOpt = None,
     family: FamilyOpt = None,
