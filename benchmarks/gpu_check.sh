@@ -4,7 +4,8 @@
 # On a GPU machine without a package index, carry the bundle made here by
 # `bash ../shared/gpu/make_bundle.sh` (.device/, git-ignored) and run from the project root:
 #     bash benchmarks/gpu_check.sh                  # writes $OUT/gpu_check.json (or benchmarks/gpu_check.json)
-# Extra arguments go to gpu_check.py, e.g. `--steps 3` or `--phases both`.
+# Extra arguments go to gpu_check.py, e.g. `--steps 3` or `--phases both`, or `--case parallel`:
+# both phases at once against one after the other on the FLUX-size model (about 7 minutes on an H100).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -f .device/on_device.sh ]; then

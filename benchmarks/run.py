@@ -1,13 +1,16 @@
 """Speed and memory of glance against the baselines it replaces, measured in the same run.
 
     .venv/bin/python benchmarks/run.py                 # all three, prints a table, writes benchmarks/latest.json
-    .venv/bin/python benchmarks/run.py --only infer    # infer | train | startup | many | quality
+    .venv/bin/python benchmarks/run.py --only infer    # infer | train | phases | startup | many | quality
 
 1. infer:   `glance infer` (one pipeline, one loop) against the published two-call recipe (two
             `from_pretrained`, slow call then fast call) on the same synthetic FLUX with >= 1 GB
             of transformer weights and the same two LoRAs. Wall time, peak RSS, pipeline loads.
-2. train:   `glance train` (both phases, one shared cache) against two bare `simpletuner train`
-            runs with separate caches, on the same tiny FLUX, image and steps.
+2. train:   `glance train --phases sequential` against two bare `simpletuner train` runs, on
+            the same tiny FLUX, image and steps.
+   phases:  `glance train --phases parallel` against `--phases sequential`, in the same run: the tiny
+            FLUX (4 steps) and the shipped shapes model (the demo's 60 steps). Wall time and the CPU
+            time of all processes (the children's rusage), alternating, --phase-repeats times each.
 3. startup: `glance --help` against `hf --help` (huggingface_hub's CLI, installed with SimpleTuner).
 4. many:    eight images (two prompts x four seeds): one `glance infer` process against eight runs
             of the published recipe, on the same bench model. Wall time, and the overhead beyond
@@ -307,7 +310,7 @@ def bench_train(work: Path, repeats: int = 2) -> dict:
             shutil.rmtree(work / folder, ignore_errors=True)
         cmd = [str(VENV_BIN / "glance"), "train", "data/glance.png", "--model", str(model), "--resolution", "128"]
         cmd += ["--steps", str(TRAIN_STEPS), "--device", "cpu", "-o", "glance-out", "--config-dir", "glance-config"]
-        return {"total": _timed(cmd, work, env)}
+        return {"total": _timed([*cmd, "--phases", "sequential"], work, env)}
 
     def bare_run() -> dict:
         """The same configs, but each phase with its own caches, run by bare `simpletuner train`."""
@@ -321,7 +324,6 @@ def bench_train(work: Path, repeats: int = 2) -> dict:
             device="cpu",
             output_dir=Path("bare-out"),
             config_dir=Path("bare-config"),
-            separate_caches=True,
         )
         cwd = Path.cwd()
         os.chdir(work)  # the settings' paths are relative to the work folder
@@ -331,9 +333,9 @@ def bench_train(work: Path, repeats: int = 2) -> dict:
         finally:
             os.chdir(cwd)
         phases = {}
-        for phase in ("slow", "fast"):  # in the run folder, as glance runs them (see RunPlan)
+        for phase in ("slow", "fast"):  # in the phase's working folder, as glance runs them (see RunPlan)
             command = phase_command(simpletuner, work / plan.config_paths[phase])
-            phases[phase] = _timed(command, work / plan.output_dir, phase_env(simpletuner, cuda=False, base=env))
+            phases[phase] = _timed(command, work / plan.work_dir(phase), phase_env(simpletuner, cuda=False, base=env))
         return {"total": sum(phases.values()), **phases}
 
     runs: dict[str, list[dict]] = {"glance": [], "bare": []}
@@ -343,6 +345,68 @@ def bench_train(work: Path, repeats: int = 2) -> dict:
     glance_s = min(run["total"] for run in runs["glance"])
     bare_s = min(run["total"] for run in runs["bare"])
     return {"steps": TRAIN_STEPS, "glance_s": glance_s, "bare_s": bare_s, "runs": runs, "ratio_time": glance_s / bare_s}
+
+
+def _timed_with_cpu(cmd: list[str], cwd: Path, env: dict) -> dict:
+    """Wall seconds and CPU seconds (user + system of all its processes, waited for) of one command."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall = _timed(cmd, cwd, env)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2)}
+
+
+def _load_average() -> float | None:
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError):
+        return None
+
+
+def bench_phases(work: Path, repeats: int = 2, shapes_repeats: int = 1) -> dict:
+    """`glance train --phases parallel` against `--phases sequential`, fresh run folders each time.
+
+    The two alternate and the fastest of each counts (on shared cores the slower runs are the ones
+    another job slowed down); every run is kept with its CPU time and the load average before it,
+    so the noise can be read from the file.
+    """
+    from glance.demo import DEMO_STEPS, TRAINING_CAPTION, TRAINING_SEED
+    from glance.shapes import write_pair
+    from glance.smallmodel import RESOLUTION, shipped_model
+    from glance.tiny import build_tiny_model, write_sample_pair
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    tiny = build_tiny_model("flux", work / "tiny-flux")
+    write_sample_pair(work / "tiny-data")
+    write_pair(work / "shapes-data", TRAINING_CAPTION, TRAINING_SEED)
+    cases = {
+        "tiny": (["tiny-data/glance.png", "--model", str(tiny), "--resolution", "128", "--steps", str(TRAIN_STEPS)],
+                 repeats),
+        "shapes": (["shapes-data/glance.png", "--model", str(shipped_model()), "--resolution", str(RESOLUTION),
+                    "--steps", str(DEMO_STEPS)], shapes_repeats),
+    }  # fmt: skip
+    results: dict = {}
+    for name, (args, times) in cases.items():
+        runs: dict[str, list[dict]] = {"parallel": [], "sequential": []}
+        for _ in range(times):
+            for mode in ("parallel", "sequential"):
+                out = work / f"{name}-{mode}"
+                shutil.rmtree(out, ignore_errors=True)
+                shutil.rmtree(work / f"{name}-{mode}-config", ignore_errors=True)
+                cmd = [str(VENV_BIN / "glance"), "train", *args, "--device", "cpu", "-o", str(out)]
+                cmd += ["--config-dir", str(work / f"{name}-{mode}-config"), "--phases", mode]
+                load = _load_average()
+                runs[mode].append({**_timed_with_cpu(cmd, work, env), "load_before": load})
+        parallel = min(run["wall_s"] for run in runs["parallel"])
+        sequential = min(run["wall_s"] for run in runs["sequential"])
+        results[name] = {
+            "steps": int(args[args.index("--steps") + 1]),
+            "parallel_s": parallel,
+            "sequential_s": sequential,
+            "ratio_time": parallel / sequential,
+            "runs": runs,
+        }
+    return results
 
 
 def bench_startup(repeats: int = 7) -> dict:
@@ -409,6 +473,11 @@ def print_table(results: dict) -> None:
         r = results["train"]
         rows.append(("train both phases (s)", f"{r['glance_s']:.1f}", f"{r['bare_s']:.1f}", f"{r['ratio_time']:.2f}",
                      "<= 1.0"))  # fmt: skip
+    for name, r in results.get("phases", {}).items():  # glance = parallel, baseline = sequential
+        if not isinstance(r, dict) or "parallel_s" not in r:
+            continue
+        rows.append((f"train {name}, parallel / sequential (s)", f"{r['parallel_s']:.1f}", f"{r['sequential_s']:.1f}",
+                     f"{r['ratio_time']:.2f}", "< 1.0"))  # fmt: skip
     if "startup" in results:
         r = results["startup"]
         rows.append(("--help (s)", f"{r['glance_help_s']:.3f}", f"{r['hf_help_s']:.3f}", f"{r['ratio_time']:.2f}",
@@ -419,7 +488,8 @@ def print_table(results: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=("infer", "train", "startup", "many", "quality"), action="append")
+    parser.add_argument("--only", choices=("infer", "train", "phases", "startup", "many", "quality"), action="append")
+    parser.add_argument("--phase-repeats", type=int, default=2, help="phases: runs of each mode on the tiny FLUX")
     parser.add_argument("--workdir", type=Path, default=HERE / "work")
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     parser.add_argument("--child-args", default="{}", help=argparse.SUPPRESS)
@@ -431,12 +501,14 @@ def main() -> None:
         return
     os.environ["HF_HUB_OFFLINE"] = "1"
     args.workdir.mkdir(parents=True, exist_ok=True)
-    chosen = args.only or ["startup", "train", "infer", "many", "quality"]
+    chosen = args.only or ["startup", "train", "phases", "infer", "many", "quality"]
     results: dict = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M")}
     if "startup" in chosen:
         results["startup"] = bench_startup()
     if "train" in chosen:
         results["train"] = bench_train(args.workdir / "train")
+    if "phases" in chosen:
+        results["phases"] = bench_phases(args.workdir / "phases", repeats=args.phase_repeats)
     if "infer" in chosen:
         results["infer"] = bench_infer(args.workdir / "infer")
     if "many" in chosen:

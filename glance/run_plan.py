@@ -1,7 +1,7 @@
 """The run plan: the user's settings turned into everything a run needs, and the files it writes.
 
 `plan_run` turns the user's settings into a `RunPlan` (checks only, nothing written);
-`write_configs` stages the pair and writes the three JSON files. Running the phases is
+`write_configs` stages the pair and writes the four JSON files. Running the phases is
 glance/train.py's.
 """
 
@@ -21,9 +21,11 @@ from glance.families import DEFAULT_MODEL, FAMILIES, Family, GlanceError, model_
 from glance.files import check_writable_dir, folder_fingerprint, needs_writing, write_atomic
 from glance.hub import ModelSource, resolve_model
 from glance.manifest import MANIFEST_NAME, PHASES, PhaseName
+from glance.memory.gpu import detect_gpu_ids
 from glance.memory.plans import QuantizeChoice, TrainingPlan, plan_training
 from glance.memory.sizes import model_sizes
 from glance.pair import DEFAULT_BACKGROUND, DEFAULT_IMAGE, ImagePair, caption_length_note, check_pair, stage_pair
+from glance.phase_mode import PhaseMode, PhasesChoice, choose_mode, ram_fits_twice
 from glance.schedule import TimestepLists, default_lists, parse_lists, to_simpletuner
 from glance.simpletuner import (
     CPU_SHIM_DIR,
@@ -56,7 +58,8 @@ class TrainSettings(BaseModel):
     config_dir: Path = Path("config")
     device: Device = "auto"
     seed: int = 0
-    separate_caches: bool = False  # --parallel: two phases at once must not write one cache
+    phases: PhasesChoice = "auto"  # both phases at once or one after the other (glance/phase_mode.py)
+    num_processes: int = Field(1, ge=1)  # GPUs (accelerate processes) per phase
     quantize: QuantizeChoice = "auto"  # the memory plan (glance/memory/)
     gradient_checkpointing: bool | None = None  # None: as the plan says
     gpu_memory: float | None = Field(None, gt=0)  # GiB of the card to plan for; None: nvidia-smi's
@@ -75,9 +78,14 @@ def cuda_available(device: Device) -> bool:
 class RunPlan:
     """Everything about a run that can be known before anything is written.
 
-    SimpleTuner runs inside the run folder (the output dir), so the paths in its configs are
-    relative to it: it writes `debug.log` into its working folder (truncating any that is there)
-    and reads `config/config.env` from it, neither of which may touch the user's own folder.
+    Each phase's SimpleTuner runs in its own working folder inside the run folder
+    (OUTPUT_DIR/simpletuner-PHASE), so the paths in its configs are relative to that: it writes
+    `debug.log` into its working folder (truncating any that is there) and reads
+    `config/config.env` from it, neither of which may touch the user's own folder or the other
+    phase. Each phase also has its own dataloader file, dataset ids (SimpleTuner names its
+    aspect-bucket files in the shared dataset folder by them) and VAE and text caches in its
+    working folder: two phases at once never write one file, and a phase's configs are the same
+    whichever way the phases run, so a phase done one way is up to date the other way.
     """
 
     settings: TrainSettings
@@ -91,6 +99,7 @@ class RunPlan:
     config_paths: dict[PhaseName, Path]
     memory: TrainingPlan
     notes: list[str]  # what the run changes of the user's input (a flattened image, a cut caption): said once
+    mode: PhaseMode
     text_encoder_parts: tuple[str, tuple[Path, ...]] | None = None  # Family.text_encoder_parts: served from HUB_CACHE
 
     @property
@@ -106,16 +115,18 @@ class RunPlan:
         """A Hub cache of this run's own, for the phases (HF_HUB_CACHE) when the text encoder is served from it."""
         return self.output_dir / "hub-cache"
 
-    @property
-    def cache_dir(self) -> Path:
-        return self.output_dir / "cache"
+    def work_dir(self, phase: PhaseName) -> Path:
+        return work_dir(self.output_dir, phase)
+
+    def cache_dir(self, phase: PhaseName) -> Path:
+        return self.work_dir(phase) / "cache"
 
     @property
     def manifest_path(self) -> Path:
         return self.output_dir / MANIFEST_NAME
 
     def lora_dir(self, phase: PhaseName) -> Path:
-        return self.output_dir / self.configs[phase].output_dir
+        return lora_dir(self.output_dir, phase)
 
     def log_path(self, phase: PhaseName) -> Path:
         return self.output_dir / f"glance-{phase}.log"
@@ -144,6 +155,16 @@ class RunPlan:
         return digest.hexdigest()
 
 
+def work_dir(output_dir: Path, phase: PhaseName) -> Path:
+    """SimpleTuner's working folder for `phase`: its debug.log and its VAE and text caches."""
+    return Path(output_dir) / f"simpletuner-{phase}"
+
+
+def lora_dir(output_dir: Path, phase: PhaseName) -> Path:
+    """Where `phase`'s LoRA goes (SimpleTuner's output_dir)."""
+    return Path(output_dir) / f"glance-{phase}"
+
+
 def resolve_lists(settings: TrainSettings, family: Family, model: str) -> TimestepLists:
     """The user's lists, or the model's own (its 50-step schedule at the training resolution)."""
     given = parse_lists(settings.slow_timesteps, settings.fast_timesteps)
@@ -153,7 +174,7 @@ def resolve_lists(settings: TrainSettings, family: Family, model: str) -> Timest
 
 
 def run_relative(path: Path, run_dir: Path) -> str:
-    """`path` as seen from the run folder, where SimpleTuner runs (see RunPlan)."""
+    """`path` as seen from `run_dir`, a phase's working folder where SimpleTuner runs (see RunPlan)."""
     return os.path.relpath(Path(path).resolve(), Path(run_dir).resolve())
 
 
@@ -182,39 +203,56 @@ def plan_run(settings: TrainSettings, *, fetch: bool = False) -> RunPlan:
     steps = settings.steps or recipe.steps
     rank = settings.rank or recipe.rank
     cfg_dir = settings.config_dir
-    memory = plan_training(
-        lambda: model_sizes(model, family),
-        family=family.name,
-        resolution=settings.resolution,
-        rank=rank,
-        cuda=cuda,
-        quantize=settings.quantize,
-        gradient_checkpointing=settings.gradient_checkpointing,
-        gpu_memory=settings.gpu_memory,
-    )
+    if settings.num_processes > 1 and not cuda:
+        raise GlanceError("--num-processes needs CUDA GPUs (pass --device cuda on a GPU machine)")
 
-    def dataloader(cache: str) -> DataloaderConfig:
-        return DataloaderConfig(
-            image=ImageDataset(
-                instance_data_dir="dataset",
-                resolution=settings.resolution,
-                cache_dir_vae=f"{cache}/vae",
-            ),
-            text_embeds=TextEmbedsDataset(cache_dir=f"{cache}/text"),
+    def memory_plan(phases_per_gpu: int) -> TrainingPlan:
+        return plan_training(
+            lambda: model_sizes(model, family),
+            family=family.name,
+            resolution=settings.resolution,
+            rank=rank,
+            cuda=cuda,
+            quantize=settings.quantize,
+            gradient_checkpointing=settings.gradient_checkpointing,
+            gpu_memory=settings.gpu_memory,
+            phases_per_gpu=phases_per_gpu,
         )
 
-    shared = (cfg_dir / "multidatabackend.json", dataloader("cache"))
-    dataloaders: dict[PhaseName, tuple[Path, DataloaderConfig]] = {"slow": shared, "fast": shared}
-    if settings.separate_caches:
-        dataloaders["fast"] = (cfg_dir / "multidatabackend-fast.json", dataloader("cache/fast"))
+    mode, memory = choose_mode(
+        settings.phases,
+        cuda=cuda,
+        num_processes=settings.num_processes,
+        gpu_ids=detect_gpu_ids() if cuda and settings.phases != "sequential" else None,
+        memory=memory_plan(1),
+        shared_memory=lambda: memory_plan(2),
+        ram_fits_twice=lambda: _ram_fits_two_phases(model, family),
+    )
+    # Paths as SimpleTuner sees them from the phase's working folder (see RunPlan).
+    work_dirs = {phase: work_dir(settings.output_dir, phase) for phase in PHASES}
+    dataloaders: dict[PhaseName, tuple[Path, DataloaderConfig]] = {
+        phase: (
+            cfg_dir / f"multidatabackend-{phase}.json",
+            DataloaderConfig(
+                image=ImageDataset(
+                    id=f"glance-pair-{phase}",
+                    instance_data_dir=run_relative(settings.output_dir / "dataset", work_dirs[phase]),
+                    resolution=settings.resolution,
+                    cache_dir_vae="cache/vae",
+                ),
+                text_embeds=TextEmbedsDataset(id=f"glance-text-embeds-{phase}", cache_dir="cache/text"),
+            ),
+        )
+        for phase in PHASES
+    }
 
     configs = {
         phase: TrainingConfig(
             model_family=family.name,
             model_flavour=family.flavour_for(model),
             pretrained_model_name_or_path=model,
-            data_backend_config=run_relative(dataloaders[phase][0], settings.output_dir),
-            output_dir=f"glance-{phase}",
+            data_backend_config=run_relative(dataloaders[phase][0], work_dirs[phase]),
+            output_dir=run_relative(lora_dir(settings.output_dir, phase), work_dirs[phase]),
             resolution=settings.resolution,
             max_train_steps=steps,
             learning_rate=settings.learning_rate or recipe.learning_rate,
@@ -234,7 +272,7 @@ def plan_run(settings: TrainSettings, *, fetch: bool = False) -> RunPlan:
     config_paths = {phase: cfg_dir / f"glance-{phase}.json" for phase in PHASES}
     notes = [note for note in (_transparency_note(pair), caption_length_note(pair.caption, source.folder)) if note]
     return RunPlan(
-        settings, source, family, pair, lists, cuda, dataloaders, configs, config_paths, memory, notes,
+        settings, source, family, pair, lists, cuda, dataloaders, configs, config_paths, memory, notes, mode,
         family.text_encoder_parts(model),
     )  # fmt: skip
 
@@ -245,8 +283,19 @@ def _transparency_note(pair: ImagePair) -> str | None:
     return f"{pair.image} has transparent pixels: trained on it flattened onto {pair.background} (--background)"
 
 
+def _ram_fits_two_phases(model: str, family: Family) -> bool:
+    """On the CPU: two phases' fp32 weights fit this machine's memory (True when the model's size is unknown)."""
+    try:
+        sizes = model_sizes(model, family)
+    except GlanceError:
+        return True
+    params = sizes.transformer_params + sum(sizes.text_encoder_params.values()) + sizes.vae_params
+    return ram_fits_twice(4 * params)
+
+
 def write_configs(plan: RunPlan, *, force: bool = False, replaceable: frozenset[Path] = frozenset()) -> list[Path]:
-    """Stage the pair and write the JSON files; returns the files written or already up to date.
+    """Stage the pair, make the phases' working folders and write the JSON files; returns the files
+    written or already up to date.
 
     Nothing is written when any existing file differs, unless `force` is on or the file is in
     `replaceable` (absolute paths of files an earlier run wrote and nobody changed since).
@@ -257,7 +306,8 @@ def write_configs(plan: RunPlan, *, force: bool = False, replaceable: frozenset[
     to_write = {
         path: text for path, text in files.items() if needs_writing(path, text, force or path.resolve() in replaceable)
     }
-    _reset_stale_caches(plan)
+    for phase in PHASES:
+        _reset_stale_cache(plan, phase)
     stage_pair(plan.pair, plan.dataset_dir)
     _stage_text_encoder(plan)
     for path, text in to_write.items():
@@ -296,9 +346,10 @@ def _stage_text_encoder(plan: RunPlan) -> None:
             link.symlink_to(file.resolve())
 
 
-def _reset_stale_caches(plan: RunPlan) -> None:
+def _reset_stale_cache(plan: RunPlan, phase: PhaseName) -> None:
     """SimpleTuner keys its caches by file name: a new image, caption, model or size must not reuse them."""
-    stamp = plan.cache_dir / "glance-cache.json"
+    cache_dir = plan.cache_dir(phase)
+    stamp = cache_dir / "glance-cache.json"
     key = dump_json(
         {
             "pair": plan.pair.fingerprint,
@@ -309,9 +360,9 @@ def _reset_stale_caches(plan: RunPlan) -> None:
     )
     if stamp.is_file() and stamp.read_text() == key:
         return
-    if plan.cache_dir.exists():
-        shutil.rmtree(plan.cache_dir)
-    write_atomic(stamp, key)
+    if cache_dir.exists():
+        shutil.rmtree(cache_dir)
+    write_atomic(stamp, key)  # (and so the working folder exists for the commands printed)
 
 
 def simpletuner_command_lines(plan: RunPlan) -> list[str]:
@@ -332,10 +383,9 @@ def simpletuner_command_lines(plan: RunPlan) -> list[str]:
     if simpletuner is not None:
         prefix = f'PATH={shlex.quote(str(simpletuner.parent))}:"$PATH" {prefix}'
     program = shlex.quote(str(simpletuner)) if simpletuner is not None else "simpletuner"
-    run_dir = shlex.quote(str(plan.output_dir))
     return [
-        f"(cd {run_dir} && {prefix} {program} train --env "
-        f"{shlex.quote(run_relative(plan.config_paths[p], plan.output_dir))})"
+        f"(cd {shlex.quote(str(plan.work_dir(p)))} && {prefix} {program} train --env "
+        f"{shlex.quote(run_relative(plan.config_paths[p], plan.work_dir(p)))})"
         for p in PHASES
     ]
 

@@ -52,7 +52,7 @@ class ImageDataset(BaseModel):
     resolution_type: Literal["pixel_area"] = "pixel_area"
     minimum_image_size: int = 0  # glance checks the size itself; never drop the only image
     repeats: int = 0
-    cache_dir_vae: str  # shared by both phases: the fast phase reuses the slow phase's latents
+    cache_dir_vae: str  # each phase its own (glance/run_plan.py): two phases at once never write one cache
 
 
 class TextEmbedsDataset(BaseModel):
@@ -62,11 +62,11 @@ class TextEmbedsDataset(BaseModel):
     type: Literal["local"] = "local"
     dataset_type: Literal["text_embeds"] = "text_embeds"
     default: bool = True
-    cache_dir: str  # shared by both phases, like the VAE cache
+    cache_dir: str  # each phase its own, like the VAE cache
 
 
 class DataloaderConfig(BaseModel):
-    """multidatabackend.json: a JSON list of datasets."""
+    """multidatabackend-PHASE.json: a JSON list of datasets."""
 
     image: ImageDataset
     text_embeds: TextEmbedsDataset
@@ -254,7 +254,10 @@ def phase_env(
     return env
 
 
-def accelerate_config_yaml(num_processes: int, mixed_precision: str) -> str:
+ACCELERATE_PORT = 29500  # accelerate's default rendezvous port; the fast phase takes the next (both may run at once)
+
+
+def accelerate_config_yaml(num_processes: int, mixed_precision: str, port: int = ACCELERATE_PORT) -> str:
     """An accelerate config for `num_processes` GPUs on one machine (multi-GPU data parallel)."""
     return (
         "compute_environment: LOCAL_MACHINE\n"
@@ -265,6 +268,7 @@ def accelerate_config_yaml(num_processes: int, mixed_precision: str) -> str:
         "num_machines: 1\n"
         f"num_processes: {num_processes}\n"
         "gpu_ids: all\n"
+        f"main_process_port: {port}\n"
         "rdzv_backend: static\n"
         "same_network: true\n"
         "use_cpu: false\n"

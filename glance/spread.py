@@ -65,12 +65,13 @@ class WorkerReport(BaseModel):
 
 
 class _Shown:
-    """A worker's current progress line, shown in the parent's live line under the worker's slot."""
+    """A worker's current image, shown in the parent's live display as a bar of its own."""
 
     log_tenths = False
+    counting = True
 
-    def __init__(self, key: str, text: str, step: int, total: int):
-        self.key, self.text, self.step, self.total = key, text, step, total
+    def __init__(self, key: str, text: str, step: int, total: int, label: str, note: str):
+        self.key, self.text, self.step, self.total, self.label, self.note = key, text, step, total, label, note
 
     def render(self) -> str:
         return self.text
@@ -159,7 +160,8 @@ def _run_workers(job: SpreadJob, count: int, reporter) -> list[WorkerReport]:
                     error.append(event["error"])
                 elif "progress" in event:
                     slot = f"process {event['rank']}"
-                    reporter.progress(_Shown(slot, event["progress"], event["step"], event["total"]))
+                    step, total = event["step"], event["total"]
+                    reporter.progress(_Shown(slot, event["progress"], step, total, event["label"], event["note"]))
                 elif "message" in event:
                     reporter.message(event["message"])
 
@@ -211,7 +213,13 @@ class _EventReporter:
         if progress.step < progress.total and now - self._last < 0.1:  # at most ten lines a second
             return
         self._last = now
-        self._emit(progress=f"[{self.rank}] {progress.render()}", step=progress.step, total=progress.total)
+        self._emit(
+            progress=f"[{self.rank}] {progress.render()}",
+            label=f"[{self.rank}] {progress.label}",
+            note=progress.note,
+            step=progress.step,
+            total=progress.total,
+        )
 
     def message(self, text: str) -> None:
         if not self.quiet:

@@ -71,35 +71,43 @@ def test_family_keys_pass_simpletuners_parser_and_unset_ones_are_not_written(wor
     assert parsed.flow_use_uniform_schedule is True and parsed.disable_assistant_lora is True
 
 
-def test_phase_configs_differ_only_in_output_and_timesteps(workdir):
+def test_phase_configs_differ_only_in_output_dataloader_and_timesteps(workdir):
     plan = plan_run(TrainSettings(device="cuda"))
     slow, fast = plan.configs["slow"].to_json(), plan.configs["fast"].to_json()
-    assert {k for k in slow if slow[k] != fast[k]} == {"output_dir", "flow_custom_timesteps"}
+    assert {k for k in slow if slow[k] != fast[k]} == {"output_dir", "data_backend_config", "flow_custom_timesteps"}
 
 
 def test_configs_writes_three_files_and_stages_the_pair(workdir):
     result = run_cli("configs", "--out", "config", "--device", "cpu")
     assert result.exit_code == 0, result.output
-    loader = json.loads((workdir / "config/multidatabackend.json").read_text())
-    images = [d for d in loader if d.get("dataset_type", "image") == "image"]
-    embeds = [d for d in loader if d.get("dataset_type") == "text_embeds"]
-    assert len(images) == 1 and len(embeds) == 1
-    image = images[0]
-    assert image["type"] == "local" and image["caption_strategy"] == "textfile" and image["id"]
-    assert embeds[0]["default"] is True and embeds[0]["id"] != image["id"]
-    # SimpleTuner runs in the run folder (output/): the configs' paths are relative to it.
-    # The dataset folder holds exactly the staged pair, a copy of the user's.
-    staged = workdir / "output" / image["instance_data_dir"]
-    assert sorted(p.name for p in staged.iterdir()) == ["glance.png", "glance.txt"]
-    assert (staged / "glance.png").read_bytes() == (workdir / "data/glance.png").read_bytes()
+    ids, caches = set(), set()
+    for phase in ("slow", "fast"):
+        loader = json.loads((workdir / f"config/multidatabackend-{phase}.json").read_text())
+        images = [d for d in loader if d.get("dataset_type", "image") == "image"]
+        embeds = [d for d in loader if d.get("dataset_type") == "text_embeds"]
+        assert len(images) == 1 and len(embeds) == 1
+        image = images[0]
+        assert image["type"] == "local" and image["caption_strategy"] == "textfile" and image["id"]
+        assert embeds[0]["default"] is True and embeds[0]["id"] != image["id"]
+        # Each phase's SimpleTuner runs in its own working folder (output/simpletuner-PHASE): the
+        # configs' paths are relative to it. The dataset folder holds exactly the staged pair.
+        work = workdir / "output" / f"simpletuner-{phase}"
+        staged = work / image["instance_data_dir"]
+        assert staged.resolve() == (workdir / "output/dataset").resolve()
+        assert sorted(p.name for p in staged.iterdir()) == ["glance.png", "glance.txt"]
+        assert (staged / "glance.png").read_bytes() == (workdir / "data/glance.png").read_bytes()
+        config = json.loads((workdir / f"config/glance-{phase}.json").read_text())
+        assert (work / config["data_backend_config"]).resolve() == (workdir / f"config/multidatabackend-{phase}.json")
+        assert (work / config["output_dir"]).resolve() == workdir / "output" / f"glance-{phase}"
+        # Nothing two phases at once write is shared: the bucket files are named by the dataset id.
+        ids.update({image["id"], embeds[0]["id"]})
+        caches.update({(work / image["cache_dir_vae"]).resolve(), (work / embeds[0]["cache_dir"]).resolve()})
+    assert len(ids) == 4 and len(caches) == 4
     slow = json.loads((workdir / "config/glance-slow.json").read_text())
-    fast = json.loads((workdir / "config/glance-fast.json").read_text())
-    # Both phases read the one dataloader file, so they share its VAE and text caches.
-    assert slow["data_backend_config"] == fast["data_backend_config"] == "../config/multidatabackend.json"
-    assert (slow["output_dir"], fast["output_dir"]) == ("glance-slow", "glance-fast")
     assert slow["mixed_precision"] == "no" and slow["optimizer"] == "torch-adamw"
     assert isinstance(slow["flow_custom_timesteps"], str)
-    assert "(cd output && " in result.output and "simpletuner train --env ../config/glance-slow.json)" in result.output
+    assert "(cd output/simpletuner-slow && " in result.output
+    assert "simpletuner train --env ../../config/glance-slow.json)" in result.output
     # Runnable as printed, without an activated venv: the full path, and its folder (accelerate) first on PATH.
     bin_dir = Path(sys.executable).parent
     assert f'PATH={bin_dir}:"$PATH" ' in result.output and f" {bin_dir}/simpletuner train" in result.output
@@ -111,7 +119,7 @@ def test_repo_configs_match_the_defaults(workdir):
     (the card is given so the files do not depend on this machine's GPU: bf16 with gradient checkpointing)."""
     result = run_cli("configs", "--device", "cuda", "--gpu-memory", "48")
     assert result.exit_code == 0, result.output
-    for name in ("multidatabackend.json", "glance-slow.json", "glance-fast.json"):
+    for name in ("multidatabackend-slow.json", "multidatabackend-fast.json", "glance-slow.json", "glance-fast.json"):
         assert (workdir / "config" / name).read_text() == (REPO / "configs" / name).read_text(), name
 
 

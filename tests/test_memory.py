@@ -366,7 +366,7 @@ def test_training_out_of_memory_ends_with_the_next_plan(workdir, monkeypatch, ti
     # A local model (the tiny Flux): FLUX.1-dev's hub id would have to be downloaded first.
     result = run_cli(
         "train", "--model", str(tiny("flux").model), "--resolution", "64",
-        "--device", "cuda", "--gpu-memory", "80", "--steps", "2",
+        "--device", "cuda", "--gpu-memory", "80", "--steps", "2", "--phases", "sequential",
     )  # fmt: skip
     assert result.exit_code == 1
     error = [line for line in result.stderr.splitlines() if line.startswith("glance: error:")]

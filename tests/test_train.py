@@ -49,23 +49,27 @@ def test_real_run_trains_both_phases(trained_run):
     # SimpleTuner ran with the lists glance wrote.
     used = json.loads((run.output / "glance-fast" / "simpletuner_config.json").read_text())
     assert used["flow_custom_timesteps"] == ",".join(repr(t) for t in run.plan.lists.fast)
-    # SimpleTuner ran in the run folder: its debug.log is there, the user's own is untouched.
+    # Each phase's SimpleTuner ran in its own working folder: its debug.log is there, the user's own is untouched.
     from support.training import USER_DEBUG_LOG
 
     assert (run.root / "debug.log").read_text() == USER_DEBUG_LOG
-    assert "[RANK 0]" in (run.output / "debug.log").read_text()
+    for phase in ("slow", "fast"):
+        assert "[RANK 0]" in (run.output / f"simpletuner-{phase}" / "debug.log").read_text()
     # The user's folder is byte-for-byte what it was.
     assert {p.name: p.read_bytes() for p in run.data.iterdir()} == run.data_before
 
 
-def test_fast_phase_reused_the_slow_phase_caches(trained_run):
-    manifest = load_manifest(trained_run.output / "glance.json")
-    slow_done = manifest.phases["slow"].finished_at.timestamp()
-    cached = [p for p in (trained_run.output / "cache").rglob("*.pt")]
-    assert len(cached) >= 2  # a latent and a text embedding
-    assert all(p.stat().st_mtime < slow_done for p in cached)
-    fast_log = (trained_run.output / "glance-fast.log").read_text()
-    assert "VAECache has 0 unprocessed files" in fast_log
+def test_each_phase_has_its_own_caches_and_bucket_files(trained_run):
+    # Two phases at once never write one file: each encodes into its own cache (one image, one caption)...
+    for phase in ("slow", "fast"):
+        cached = [p.name for p in (trained_run.output / f"simpletuner-{phase}" / "cache").rglob("*.pt")]
+        assert len(cached) >= 2, cached  # a latent and a text embedding
+    # ...and SimpleTuner names the bucket files it writes into the shared dataset folder by each phase's dataset id.
+    buckets = sorted(p.name for p in (trained_run.output / "dataset").glob("*.json"))
+    assert [name for name in buckets if "indices" in name] == [
+        "aspect_ratio_bucket_indices_glance-pair-fast.json",
+        "aspect_ratio_bucket_indices_glance-pair-slow.json",
+    ]
 
 
 def test_trained_loras_load_into_flux_pipeline(trained_run):
@@ -129,7 +133,7 @@ def fake(tmp_path, monkeypatch, tiny):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_SIMPLETUNER_CALLS", str(tmp_path / "calls.jsonl"))
-    monkeypatch.setenv("FAKE_SIMPLETUNER_PIDS", str(tmp_path / "pids.json"))
+    monkeypatch.setenv("FAKE_SIMPLETUNER_PIDS", str(tmp_path / "pids.jsonl"))
     monkeypatch.delenv("GLANCE_SIMPLETUNER", raising=False)
     return tmp_path
 
@@ -140,14 +144,30 @@ def calls(workdir: Path) -> list[dict]:
 
 
 TRAIN = ("train", "data/glance.png", "--model", "model", "--resolution", "64", "--device", "cpu", "--steps", "3")
+SEQUENTIAL = (*TRAIN, "--phases", "sequential")  # the tests of one phase after the other
+PARALLEL = (*TRAIN, "--phases", "parallel")
+
+
+def started(workdir: Path) -> list[dict]:
+    """The stand-in's {"phase", "pids"} lines: one per phase started."""
+    path = workdir / "pids.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def wait_for(condition, timeout: float = 60) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return condition()
 
 
 def test_stand_in_success_records_both_phases(fake, monkeypatch):
     monkeypatch.setenv("FAKE_SIMPLETUNER_MODE", "ok")
-    result = run_cli(*TRAIN)
+    result = run_cli(*SEQUENTIAL)
     assert result.exit_code == 0, result.output
-    assert [c["output_dir"] for c in calls(fake)] == ["glance-slow", "glance-fast"]
-    assert all(c["cwd"] == str(fake / "output") for c in calls(fake))  # SimpleTuner runs in the run folder
+    assert [c["output_dir"] for c in calls(fake)] == ["../glance-slow", "../glance-fast"]
+    # Each phase's SimpleTuner runs in its own working folder in the run folder.
+    assert [c["cwd"] for c in calls(fake)] == [str(fake / "output" / f"simpletuner-{p}") for p in ("slow", "fast")]
     assert calls(fake)[0]["argv"][:2] == ["train", "--env"]
     assert load_manifest(fake / "output/glance.json").complete
     log = (fake / "output/glance-slow.log").read_text()
@@ -163,14 +183,14 @@ def test_stand_in_success_records_both_phases(fake, monkeypatch):
 
 def test_crash_in_slow_phase_stops_the_run(fake, monkeypatch):
     monkeypatch.setenv("FAKE_SIMPLETUNER_MODE", "crash")
-    result = run_cli(*TRAIN)
+    result = run_cli(*SEQUENTIAL)
     assert result.exit_code == 1
-    assert [c["output_dir"] for c in calls(fake)] == ["glance-slow"]  # fast never started
+    assert [c["output_dir"] for c in calls(fake)] == ["../glance-slow"]  # fast never started
     assert "the slow phase failed (exit code 1)" in result.stderr
     assert "output/glance-slow.log" in result.stderr
     # The cause first, then the error with the log's path; not the log's raw last lines.
     end = result.stderr.splitlines()[-2:]
-    assert end[0] == "slow: RuntimeError: CUDA out of memory (pretend)" and end[1].startswith("glance: error:")
+    assert end[0] == "slow: RuntimeError: CUDA out of memory (pretend, slow)" and end[1].startswith("glance: error:")
     assert "Using environment" not in result.stderr
     assert "Traceback" not in result.output
     assert not load_manifest(fake / "output/glance.json").phases
@@ -178,7 +198,7 @@ def test_crash_in_slow_phase_stops_the_run(fake, monkeypatch):
 
 def test_exit_zero_without_weights_is_a_failure(fake, monkeypatch):
     monkeypatch.setenv("FAKE_SIMPLETUNER_MODE", "noweights")
-    result = run_cli(*TRAIN)
+    result = run_cli(*SEQUENTIAL)
     assert result.exit_code == 1
     assert "exited 0 but wrote no output/glance-slow/pytorch_lora_weights.safetensors" in result.stderr
     assert len(calls(fake)) == 1
@@ -195,7 +215,7 @@ def alive(pid: int) -> bool:
 
 def test_unreadable_weights_are_a_failure(fake, monkeypatch):
     monkeypatch.setenv("FAKE_SIMPLETUNER_MODE", "badweights")
-    result = run_cli(*TRAIN)
+    result = run_cli(*SEQUENTIAL)
     assert result.exit_code == 1
     assert "output/glance-slow/pytorch_lora_weights.safetensors is not a readable safetensors file" in result.stderr
     assert result.stderr.count("glance: error:") == 1 and "Traceback" not in result.output
@@ -203,29 +223,74 @@ def test_unreadable_weights_are_a_failure(fake, monkeypatch):
     assert not load_manifest(fake / "output/glance.json").phases
 
 
-def test_ctrl_c_stops_the_children_and_exits_130(fake):
-    env = dict(os.environ, FAKE_SIMPLETUNER_MODE="hang")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "glance", *TRAIN],
+def glance_process(fake: Path, *args: str, **env: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "glance", *args],
         cwd=fake,
-        env=env,
+        env=dict(os.environ, **env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    pids_file = fake / "pids.json"
-    deadline = time.monotonic() + 60
-    while not pids_file.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert pids_file.exists(), proc.communicate(timeout=30)
-    child, grandchild = json.loads(pids_file.read_text())
-    proc.send_signal(signal.SIGINT)
+
+
+@pytest.mark.parametrize(
+    ("args", "sig"),
+    [(SEQUENTIAL, signal.SIGINT), (PARALLEL, signal.SIGINT), (PARALLEL, signal.SIGTERM)],
+    ids=["sequential", "parallel", "parallel-sigterm"],
+)
+def test_ctrl_c_stops_the_children_and_exits_130(fake, args, sig):
+    # The stand-in starts its grandchild in a session of its own, as `simpletuner train` starts accelerate.
+    proc = glance_process(fake, *args, FAKE_SIMPLETUNER_MODE="hang")
+    running = 2 if args is PARALLEL else 1
+    assert wait_for(lambda: len(started(fake)) == running), proc.communicate(timeout=30)
+    pids = [pid for line in started(fake) for pid in line["pids"]]
+    assert len(pids) == 2 * running and all(alive(pid) for pid in pids)
+    proc.send_signal(sig)  # Ctrl-C; `kill` (SIGTERM) stops the phases the same way
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert "interrupted" in err and "Traceback" not in err
-    assert not alive(child) and not alive(grandchild)
+    assert "Traceback" not in err
+    assert ("interrupted: slow and fast phase not done" if running == 2 else "interrupted: slow phase not done") in err
+    assert not [pid for pid in pids if alive(pid)]  # nothing left running
     assert not load_manifest(fake / "output/glance.json").phases  # nothing claims success
-    assert len(calls(fake)) == 1
+    assert len(calls(fake)) == running
+    assert not (fake / "output" / "glance.lock").exists()
+
+
+@pytest.mark.parametrize("failing", ["slow", "fast"])
+def test_parallel_failure_of_either_phase_stops_the_other(fake, failing):
+    other = "fast" if failing == "slow" else "slow"
+    env = {"FAKE_SIMPLETUNER_MODE": "hang", f"FAKE_SIMPLETUNER_MODE_{failing.upper()}": "crash-later"}
+    proc = glance_process(fake, *PARALLEL, **env)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    assert {line["phase"] for line in started(fake)} == {"slow", "fast"}  # both were running
+    pids = [pid for line in started(fake) for pid in line["pids"]]
+    assert not [pid for pid in pids if alive(pid)]  # the hanging phase and its own session are gone
+    cause, error = err.strip().splitlines()[-2:]
+    assert cause == f"{failing}: RuntimeError: CUDA out of memory (pretend, {failing})"
+    assert error.startswith(f"glance: error: the {failing} phase failed (exit code 1); the {other} phase was stopped")
+    assert f"output/glance-{failing}.log" in error and "Traceback" not in err
+    assert not load_manifest(fake / "output/glance.json").phases
+    assert not (fake / "output" / "glance.lock").exists()
+
+
+def test_parallel_success_writes_what_sequential_writes(fake, monkeypatch):
+    def files(folder: str) -> list[str]:
+        return sorted(str(p.relative_to(fake / folder)) for p in (fake / folder).rglob("*") if p.is_file())
+
+    monkeypatch.setenv("FAKE_SIMPLETUNER_MODE", "ok")
+    assert run_cli(*SEQUENTIAL).exit_code == 0
+    sequential = files("output"), tree(fake / "config")
+    result = run_cli(*PARALLEL, "--force")
+    assert result.exit_code == 0, result.output
+    assert "phases: both at once (--phases parallel, on the CPU)" in result.stderr
+    assert {line["phase"] for line in started(fake)[2:]} == {"slow", "fast"}
+    # The same files, and the same configs: a phase done one way is up to date the other way.
+    assert (files("output"), tree(fake / "config")) == sequential
+    assert load_manifest(fake / "output/glance.json").complete
+    again = run_cli(*SEQUENTIAL)
+    assert "slow: up to date" in again.stderr and "fast: up to date" in again.stderr and len(calls(fake)) == 4
 
 
 def test_missing_simpletuner_names_the_install_command(fake, monkeypatch):
@@ -239,15 +304,15 @@ def test_missing_simpletuner_names_the_install_command(fake, monkeypatch):
 
 def test_changed_option_retrains_only_the_phase_it_changes(fake, monkeypatch):
     monkeypatch.setenv("FAKE_SIMPLETUNER_MODE", "ok")
-    assert run_cli(*TRAIN).exit_code == 0
+    assert run_cli(*SEQUENTIAL).exit_code == 0
     slow_list = json.loads((fake / "config/glance-slow.json").read_text())["flow_custom_timesteps"]
     stale = fake / "output/glance-fast/checkpoint-2"
     stale.mkdir()
     # The configs glance wrote itself are glance's to replace; only the fast phase's inputs changed.
-    result = run_cli(*TRAIN, "--slow-timesteps", slow_list, "--fast-timesteps", "900,500,100")
+    result = run_cli(*SEQUENTIAL, "--slow-timesteps", slow_list, "--fast-timesteps", "900,500,100")
     assert result.exit_code == 0, result.output
     assert "slow: up to date" in result.stderr
-    assert [c["output_dir"] for c in calls(fake)] == ["glance-slow", "glance-fast", "glance-fast"]
+    assert [c["output_dir"] for c in calls(fake)] == ["../glance-slow", "../glance-fast", "../glance-fast"]
     assert not stale.exists()  # retrained from an empty folder, never resumed
     fast = json.loads((fake / "config/glance-fast.json").read_text())
     assert fast["flow_custom_timesteps"] == "900.0,500.0,100.0"
@@ -356,25 +421,44 @@ def test_dry_run_shows_commands_and_runs_nothing(fake):
     assert not calls(fake) and not (fake / "output").exists()
 
 
-def test_parallel_and_multi_gpu_commands(fake):
-    result = run_cli("train", "data/glance.png", "--device", "cuda", "--dry-run", "--parallel", "--num-processes", "2")
+def fake_gpus(folder: Path, monkeypatch, *cards: str) -> None:
+    """A stand-in nvidia-smi on PATH reporting `cards` ("name, MiB")."""
+    bin_dir = folder / "smi-bin"
+    bin_dir.mkdir()
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text(f"#!{sys.executable}\nprint({chr(10).join(cards)!r})\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+
+def test_parallel_on_four_gpus_gives_each_phase_its_own(fake, monkeypatch):
+    fake_gpus(fake, monkeypatch, *["NVIDIA H100 80GB HBM3, 81559"] * 4)
+    result = run_cli(*TRAIN[:-4], "--device", "cuda", "--dry-run", "--num-processes", "2")
     assert result.exit_code == 0, result.output
+    assert "phases: both at once (4 GPUs: 2 GPUs per phase)" in result.output
     slow, fast = result.output.split("fast phase:")
     assert "CUDA_VISIBLE_DEVICES=0,1" in slow and "CUDA_VISIBLE_DEVICES=2,3" in fast
-    assert "ACCELERATE_CONFIG_PATH=" in slow and "accelerate-2.yaml" in fast
+    assert "accelerate-2-slow.yaml" in slow and "accelerate-2-fast.yaml" in fast
     assert "MIXED_PRECISION=bf16" in slow and "PYTHONPATH" not in slow
-    # Two phases at once must not write one cache: the fast phase gets its own dataloader file.
-    assert "config/multidatabackend-fast.json" in result.output
+    # Each phase its own dataloader (own caches, own dataset ids) and working folder.
+    assert "config/multidatabackend-slow.json" in result.output and "config/multidatabackend-fast.json" in result.output
+    assert "output/simpletuner-slow" in slow and "output/simpletuner-fast" in fast
+    # The GPUs the user made visible are the ones handed out.
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,1")
+    result = run_cli(*TRAIN[:-4], "--device", "cuda", "--dry-run")
+    slow, fast = result.output.split("fast phase:")
+    assert "CUDA_VISIBLE_DEVICES=3" in slow and "CUDA_VISIBLE_DEVICES=1" in fast
 
     from glance.simpletuner import accelerate_config_yaml
 
-    yaml = accelerate_config_yaml(2, "bf16")
-    assert "num_processes: 2" in yaml and "distributed_type: MULTI_GPU" in yaml
+    yaml = accelerate_config_yaml(2, "bf16", port=29501)
+    assert "num_processes: 2" in yaml and "distributed_type: MULTI_GPU" in yaml and "main_process_port: 29501" in yaml
 
 
-def test_parallel_refused_without_cuda(fake):
-    result = run_cli(*TRAIN, "--parallel", "--dry-run")
-    assert result.exit_code == 1 and "need CUDA" in result.stderr
+def test_num_processes_refused_without_cuda(fake):
+    result = run_cli(*TRAIN, "--num-processes", "2", "--dry-run")
+    assert result.exit_code == 1 and "needs CUDA" in result.stderr
 
 
 # --- progress -------------------------------------------------------------------------------------
@@ -394,24 +478,47 @@ def test_progress_reads_simpletuner_lines():
     assert "starting SimpleTuner" in progress.render()  # before the step bar: start-up takes most of a tiny run
     moved = [progress.update(line) for line in SIMPLETUNER_LINES]
     assert moved == [True, True, False, True]  # another bar with another total is not the phase
-    assert (progress.step, progress.loss) == (4, 4.57)
-    assert progress.render().startswith("slow: step 4/4  loss 4.5700  0:")
+    assert (progress.step, progress.loss, progress.rate) == (4, 4.57, "1.07s/it")
+    assert progress.render().startswith("slow: step 4/4  loss 4.5700  1.07s/it  0:")
 
 
-def test_reporter_live_line_on_a_terminal_and_tenths_in_a_log():
+def test_both_phases_live_on_a_terminal_and_tenths_in_a_log():
+    import re
+
     from glance.progress import PhaseProgress, Reporter
 
     for tty in (True, False):
         stream = FakeTerminal(tty)
-        reporter, progress = Reporter(stream=stream), PhaseProgress("fast", total=20)
+        reporter = Reporter(stream=stream)
+        slow, fast = PhaseProgress("slow", total=20), PhaseProgress("fast", total=20)
+        reporter.progress(slow)
+        reporter.progress(fast)
+        shown_both = stream.text
         for step in range(1, 21):
-            progress.update(f"Steps: {step}/20 [00:01<00:01, step_loss=0.5]")
-            reporter.progress(progress)
-        reporter.message("fast: done")
-        if tty:  # one line, rewritten in place, cleared before the next message
-            assert stream.text.count("\r\x1b[2K") == 21 and stream.text.count("\n") == 1
-        else:  # a plain line per tenth of the phase
-            assert stream.text.count("fast: step") == 10 and "\r" not in stream.text
+            for progress in (slow, fast):
+                progress.update(f"Steps: {step}/20 [00:01<00:01, 2.50s/it, step_loss=0.5]")
+                reporter.progress(progress)
+        reporter.end(slow)
+        reporter.message("slow: done")
+        reporter.done()
+        plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", stream.text)
+        if tty:  # rich's display: a bar per phase, redrawn in place, erased at the end; messages above it
+            assert "slow" in shown_both and "fast" in shown_both and shown_both.count("starting SimpleTuner") >= 2
+            assert "20/20" in plain and "loss 0.5000  2.50s/it" in plain
+            assert "slow: done\n" in plain and stream.text.endswith("\x1b[2K")
+        else:  # a plain line per tenth of each phase
+            assert plain == stream.text and "\r" not in stream.text
+            assert stream.text.count("slow: step") == 10 and stream.text.count("fast: step") == 10
+            assert stream.text.endswith("fast: step 20/20  loss 0.5000  2.50s/it  0:00\nslow: done\n")
+
+
+def test_rich_stays_out_of_help():
+    for args in (["--help"], ["train", "--help"]):
+        command = [sys.executable, "-X", "importtime", "-m", "glance", *args]
+        done = subprocess.run(command, capture_output=True, text=True)
+        assert done.returncode == 0
+        imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if "|" in line}
+        assert "glance.cli.train" in imported and not {name for name in imported if name.startswith("rich")}
 
 
 # --- why a phase failed ---------------------------------------------------------------------------
@@ -448,24 +555,18 @@ def test_failure_cause_of_rank_prefixed_lines_and_of_none():
 
 
 def test_second_run_on_a_folder_in_training_stops_and_a_dead_runs_lock_is_taken_over(fake, monkeypatch):
-    env = dict(os.environ, FAKE_SIMPLETUNER_MODE="hang")
-    first = subprocess.Popen(
-        [sys.executable, "-m", "glance", *TRAIN], cwd=fake, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    first = glance_process(fake, *PARALLEL, FAKE_SIMPLETUNER_MODE="hang")
     try:
-        deadline = time.monotonic() + 60
-        while not (fake / "pids.json").exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert (fake / "pids.json").exists(), first.communicate(timeout=30)
+        assert wait_for(lambda: len(started(fake)) == 2), first.communicate(timeout=30)
         monkeypatch.setenv("FAKE_SIMPLETUNER_MODE", "ok")
         second = run_cli(*TRAIN)
         assert second.exit_code == 1
         assert f"output is being trained by process {first.pid}" in second.stderr
-        assert len(second.stderr.strip().splitlines()) == 1 and len(calls(fake)) == 1
+        assert len(second.stderr.strip().splitlines()) == 1 and len(calls(fake)) == 2
     finally:  # killed as hard as a crash kills: the lock stays behind with a dead pid
         first.kill()
         first.communicate(timeout=30)
-        for pid in json.loads((fake / "pids.json").read_text()):
+        for pid in [pid for line in started(fake) for pid in line["pids"]]:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

@@ -31,7 +31,7 @@ ImageArg = Annotated[
     Path,
     typer.Argument(help="The training image; its caption is the .txt file with the same stem."),
 ]
-ConfigDirOpt = Annotated[Path, typer.Option("--config-dir", help="Where the three SimpleTuner JSON files go.")]
+ConfigDirOpt = Annotated[Path, typer.Option("--config-dir", help="Where the four SimpleTuner JSON files go.")]
 StepsOpt = Annotated[int | None, typer.Option(min=1, help="Training steps per phase. [default: 60, the paper's]")]
 RankOpt = Annotated[int | None, typer.Option(min=1, help="LoRA rank (alpha = 4 x rank). [default: per family]")]
 LearningRateOpt = Annotated[float | None, typer.Option(min=0, help="Constant learning rate. [default: per family]")]
@@ -64,7 +64,8 @@ def settings_from_options(
     config_dir: Path,
     device: TrainDevice,
     seed: int,
-    separate_caches: bool = False,
+    phases: str = "auto",
+    num_processes: int = 1,
     quantize: Quantize = Quantize.auto,
     gradient_checkpointing: bool | None = None,
     gpu_memory: float | None = None,
@@ -87,7 +88,8 @@ def settings_from_options(
         config_dir=config_dir,
         device=device.value,
         seed=seed,
-        separate_caches=separate_caches,
+        phases=phases,
+        num_processes=num_processes,
         quantize=quantize.value,
         gradient_checkpointing=gradient_checkpointing,
         gpu_memory=gpu_memory,
@@ -106,7 +108,7 @@ EPILOG = examples(
 @cli_errors
 def configs_command(
     image: ImageArg = Path("data/glance.png"),
-    out: Annotated[Path, typer.Option("--out", help="Where the three SimpleTuner JSON files go.")] = Path("config"),
+    out: Annotated[Path, typer.Option("--out", help="Where the four SimpleTuner JSON files go.")] = Path("config"),
     model: ModelOpt = None,
     revision: RevisionOpt = None,
     family: FamilyOpt = None,
@@ -126,12 +128,13 @@ def configs_command(
     check: Annotated[bool, typer.Option("--check", help="Also run SimpleTuner's own parser over both files.")] = False,
     force: ForceOpt = False,
 ) -> None:
-    """Write the SimpleTuner files for both phases: multidatabackend.json, glance-slow.json, glance-fast.json.
+    """Write the SimpleTuner files for both phases: multidatabackend-PHASE.json and glance-PHASE.json.
 
     Also stages the image and caption into OUTPUT_DIR/dataset (SimpleTuner writes files into its
-    dataset folder), so the files run as written with the commands printed at the end. As with
-    `glance train`, files glance wrote itself are replaced when an option changes and a file edited
-    since needs --force; a folder holding a finished run on other inputs is refused without --force.
+    dataset folder) and makes each phase's working folder, so the files run as written with the
+    commands printed at the end. As with `glance train`, files glance wrote itself are replaced
+    when an option changes and a file edited since needs --force; a folder holding a finished run on
+    other inputs is refused without --force.
     """
     from glance.files import check_writable_dir
     from glance.lock import RunLock

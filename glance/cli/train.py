@@ -43,11 +43,18 @@ class Phase(StrEnum):
     fast = "fast"
 
 
+class Phases(StrEnum):  # glance/phase_mode.py
+    auto = "auto"
+    parallel = "parallel"
+    sequential = "sequential"
+
+
 EPILOG = examples(
     "glance train data/glance.png",
     "glance train data/glance.png --model ./tiny-flux --device cpu --steps 4",
     "glance train data/glance.png --only fast --force",
-    "glance train data/glance.png --dry-run --parallel --num-processes 2 --device cuda",
+    "glance train data/glance.png --phases sequential      # one phase after the other, whatever fits",
+    "glance train data/glance.png --dry-run --phases parallel --num-processes 2 --device cuda",
     "glance train data/glance.png --quantize int8 --gradient-checkpointing",
 )
 
@@ -80,17 +87,22 @@ def train_command(
         bool, typer.Option("--dry-run", help="Print the files, commands and environment; run nothing.")
     ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Stream SimpleTuner's output as it comes.")] = False,
-    parallel: Annotated[
-        bool, typer.Option("--parallel", help="Train both phases at once, one GPU (set) each.")
-    ] = False,
+    phases: Annotated[
+        Phases,
+        typer.Option(
+            help="Both phases at once (parallel: on their own GPUs, or sharing one when twice the memory plan "
+            "fits it, or on the CPU) or one after the other; auto: at once where that fits and is faster."
+        ),
+    ] = Phases.auto,
     num_processes: Annotated[
         int, typer.Option("--num-processes", min=1, help="GPUs (accelerate processes) per phase.")
     ] = 1,
 ) -> None:
-    """Check the pair, write the configs, train the slow then the fast LoRA, record the run in OUTPUT_DIR/glance.json.
+    """Check the pair, write the configs, train the slow and the fast LoRA, record the run in OUTPUT_DIR/glance.json.
 
-    A phase whose weights exist and whose inputs are unchanged is skipped; Ctrl-C stops training
-    (exit 130) and leaves that phase not done.
+    The phases run at once where that fits and is faster (--phases; the plan line says which and
+    why). A phase whose weights exist and whose inputs are unchanged is skipped; Ctrl-C stops
+    training (exit 130) and leaves the phases it stopped not done.
     """
     from glance.phase import describe_launches, phase_launches
     from glance.run_plan import plan_run
@@ -111,7 +123,8 @@ def train_command(
         config_dir=config_dir,
         device=device,
         seed=seed,
-        separate_caches=parallel,
+        phases=phases.value,
+        num_processes=num_processes,
         quantize=quantize,
         gradient_checkpointing=gradient_checkpointing,
         gpu_memory=gpu_memory,
@@ -121,7 +134,7 @@ def train_command(
     for note in plan.notes:
         print(f"note: {note}", file=sys.stderr)
     if dry_run:
-        describe_launches(plan, phase_launches(plan, parallel=parallel, num_processes=num_processes))
+        describe_launches(plan, phase_launches(plan))
         return
     from glance.progress import Reporter
 
@@ -130,8 +143,6 @@ def train_command(
             plan,
             force=force,
             only=only.value if only is not None else None,
-            parallel=parallel,
-            num_processes=num_processes,
             reporter=Reporter(verbose=verbose),
         )
     except TrainingInterrupted as exc:

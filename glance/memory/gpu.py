@@ -34,8 +34,18 @@ def parse_nvidia_smi(text: str, visible: str | None = None) -> GpuInfo | None:
     return min(gpus, key=lambda gpu: gpu.memory_gib) if gpus else None
 
 
-def detect_gpu() -> GpuInfo | None:
-    """The GPU's name and memory from nvidia-smi (torch stays unimported); None when it cannot tell."""
+def visible_gpu_ids(text: str, visible: str | None = None) -> list[str]:
+    """The GPUs a child process may be given, as CUDA_VISIBLE_DEVICES names them: the entries of
+    `visible` when it is set (numbers within nvidia-smi's count, or UUIDs), else 0..count-1."""
+    count = sum(1 for line in text.strip().splitlines() if "," in line)
+    if visible is None:
+        return [str(index) for index in range(count)]
+    entries = [part.strip() for part in visible.split(",") if part.strip()]
+    return [e for e in entries if not e.isdigit() or int(e) < count]
+
+
+def _nvidia_smi() -> str | None:
+    """nvidia-smi's name,memory.total lines (torch stays unimported); None when it cannot tell."""
     smi = shutil.which("nvidia-smi")
     if smi is None:
         return None
@@ -48,9 +58,19 @@ def detect_gpu() -> GpuInfo | None:
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    if done.returncode != 0:
-        return None
-    return parse_nvidia_smi(done.stdout, os.environ.get("CUDA_VISIBLE_DEVICES"))
+    return done.stdout if done.returncode == 0 else None
+
+
+def detect_gpu() -> GpuInfo | None:
+    """The smallest visible GPU's name and memory from nvidia-smi; None when it cannot tell."""
+    text = _nvidia_smi()
+    return None if text is None else parse_nvidia_smi(text, os.environ.get("CUDA_VISIBLE_DEVICES"))
+
+
+def detect_gpu_ids() -> list[str] | None:
+    """The visible GPUs, as CUDA_VISIBLE_DEVICES names them; None when nvidia-smi cannot tell."""
+    text = _nvidia_smi()
+    return None if text is None else visible_gpu_ids(text, os.environ.get("CUDA_VISIBLE_DEVICES"))
 
 
 def gpu_for_plan(gpu_memory: float | None) -> GpuInfo | None:

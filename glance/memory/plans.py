@@ -8,6 +8,10 @@ A quantized plan also quantizes the largest text encoder (to int8) when it does 
 and has SimpleTuner quantize on the CPU when the bf16 transformer does not fit the GPU. On the
 CPU nothing changes: fp32, no quantization unless asked for. The estimates are glance/memory/estimates.py's.
 
+Two phases on one GPU at once (`glance train --phases`, glance/phase_mode.py) plan with
+`phases_per_gpu=2`: a plan fits when its estimated peak twice, plus PARALLEL_MARGIN_GIB (a second
+CUDA context and the allocator's fragmentation), fits the same 95 %.
+
 Nothing here imports torch.
 """
 
@@ -26,6 +30,7 @@ QuantizeChoice = Literal["auto", "none", "int8", "int4", "fp8"]
 
 SIMPLETUNER_PRECISION = {"int8": "int8-quanto", "int4": "int4-quanto", "fp8": "fp8-quanto"}
 FITS_FRACTION = 0.95  # leave 5 % of the card to the desktop, other processes and fragmentation
+PARALLEL_MARGIN_GIB = 2.0  # beyond the 5 %: per extra phase on the card (not measured; the GPU check measures it)
 
 
 def _quantize_label(quantize: Quantization, cuda: bool) -> str:
@@ -46,6 +51,7 @@ class TrainingPlan(BaseModel):
     estimate_gib: float | None = None
     gpu: GpuInfo | None = None
     fits: bool | None = None  # None: no GPU to compare with
+    phases_per_gpu: int = 1  # 2: both phases share the card at once
 
     def label(self) -> str:
         parts = [_quantize_label(self.quantize, self.cuda)]
@@ -79,17 +85,22 @@ class TrainingPlan(BaseModel):
             return f"memory plan: {self.label()} on the CPU (no GPU to plan for)"
         if self.estimate_gib is None or self.gpu is None:
             return f"memory plan: {self.label()} (GPU memory unknown: no nvidia-smi; --gpu-memory GB plans for a card)"
-        return _plan_line(self.label(), self.estimate_gib, self.gpu, self.fits)
+        return _plan_line(self.label(), self.estimate_gib, self.gpu, self.fits, self.phases_per_gpu)
+
+    def same_settings(self, other: TrainingPlan) -> bool:
+        """True when `other` trains exactly as this plan does (so its configs are the same)."""
+        return self.simpletuner_keys() == other.simpletuner_keys()
 
 
-def _plan_line(label: str, estimate_gib: float, gpu: GpuInfo, fits: bool) -> str:
+def _plan_line(label: str, estimate_gib: float, gpu: GpuInfo, fits: bool, phases_per_gpu: int = 1) -> str:
     """A plan with its estimate against a known card, as train, infer and --dry-run print it."""
     verdict = "" if fits else " - does not fit"
     card = f"{gpu.memory_gib:.1f} GiB ({gpu.name})"
-    return f"memory plan: {label}: estimated peak {estimate_gib:.1f} GiB of {card}{verdict}"
+    times = f" x {phases_per_gpu} phases at once" if phases_per_gpu > 1 else ""
+    return f"memory plan: {label}: estimated peak {estimate_gib:.1f} GiB{times} of {card}{verdict}"
 
 
-def _first_fitting(what: str, candidates: list, gpu: GpuInfo, *, chosen_by_user: bool):
+def _first_fitting(what: str, candidates: list, gpu: GpuInfo, *, chosen_by_user: bool, times: int = 1):
     """The first candidate that fits; else the smallest when the user chose the settings (it runs, with a
     line saying it does not fit), or one error line naming the smallest and how to try it anyway."""
     for candidate in candidates:
@@ -97,9 +108,11 @@ def _first_fitting(what: str, candidates: list, gpu: GpuInfo, *, chosen_by_user:
             return candidate
     smallest = min(candidates, key=lambda c: c.estimate_gib)
     if not chosen_by_user:
+        needs = f"{smallest.estimate_gib:.1f} GiB" + (f" x {times} (+ {PARALLEL_MARGIN_GIB:.0f})" if times > 1 else "")
+        where = f"{times} phases at once on " if times > 1 else ""
         raise GlanceError(
-            f"no {what} plan fits {gpu.memory_gib:.1f} GiB ({gpu.name}): the smallest, {smallest.label()}, "
-            f"needs an estimated {smallest.estimate_gib:.1f} GiB; pass {smallest.options()} to try it anyway"
+            f"no {what} plan fits {where}{gpu.memory_gib:.1f} GiB ({gpu.name}): the smallest, {smallest.label()}, "
+            f"needs an estimated {needs}; pass {smallest.options()} to try it anyway"
         )
     return smallest
 
@@ -112,22 +125,24 @@ TRAINING_LADDER: tuple[tuple[Quantization, bool], ...] = (
 )
 
 
-def _fits(estimate: float, gpu: GpuInfo) -> bool:
-    return estimate <= FITS_FRACTION * gpu.memory_gib
+def _fits(estimate: float, gpu: GpuInfo, times: int = 1) -> bool:
+    """`times` runs of `estimate` at once, each beyond the first with PARALLEL_MARGIN_GIB, within 95 % of the card."""
+    return times * estimate + (times - 1) * PARALLEL_MARGIN_GIB <= FITS_FRACTION * gpu.memory_gib
 
 
 def _training_candidate(
-    sizes: ModelSizes, gpu: GpuInfo, quantize: Quantization, checkpointing: bool, **shape
+    sizes: ModelSizes, gpu: GpuInfo, quantize: Quantization, checkpointing: bool, times: int = 1, **shape
 ) -> TrainingPlan:
     """One rung, with the text encoder quantized and the quantization moved to the CPU where that is needed."""
     text_quantize: Quantization = "none"
     caching_only = training_stages(sizes, quantize="none", gradient_checkpointing=True, **shape)["caching"]
-    if quantize != "none" and not _fits(caching_only, gpu):  # SimpleTuner quantizes text encoders only with the model
+    # SimpleTuner quantizes text encoders only with the model
+    if quantize != "none" and not _fits(caching_only, gpu, times):
         text_quantize = _text_quantize_for(quantize)
     on_gpu = training_stages(
         sizes, quantize=quantize, gradient_checkpointing=checkpointing, text_encoder_quantize=text_quantize, **shape
     )
-    quantize_on_cpu = "quantizing" in on_gpu and not _fits(on_gpu["quantizing"], gpu)
+    quantize_on_cpu = "quantizing" in on_gpu and not _fits(on_gpu["quantizing"], gpu, times)
     stages = training_stages(
         sizes,
         quantize=quantize,
@@ -145,7 +160,8 @@ def _training_candidate(
         large_text_encoder=sizes.large_text_encoder if text_quantize != "none" else None,
         estimate_gib=round(estimate, 2),
         gpu=gpu,
-        fits=_fits(estimate, gpu),
+        fits=_fits(estimate, gpu, times),
+        phases_per_gpu=times,
     )
 
 
@@ -159,10 +175,12 @@ def plan_training(
     quantize: QuantizeChoice = "auto",
     gradient_checkpointing: bool | None = None,
     gpu_memory: float | None = None,
+    phases_per_gpu: int = 1,
 ) -> TrainingPlan:
     """The lightest training plan that fits the GPU; `quantize` / `gradient_checkpointing` pin a choice.
 
     `sizes_of` is a ModelSizes, or a callable returning one (so a CPU run never reads the model).
+    `phases_per_gpu` 2 plans for both phases on the card at once.
     Raises GlanceError when `quantize` is auto and no plan fits, naming what the smallest needs.
     """
     if not cuda:
@@ -181,11 +199,11 @@ def plan_training(
         # Checkpointing costs time, quantization costs quality: never quantize before checkpointing.
         rungs = [rung for rung in rungs if rung in TRAINING_LADDER]
     if gpu is None:  # nothing to compare with: today's configs (bf16, SimpleTuner's default checkpointing)
-        return TrainingPlan(quantize=qs[0], gradient_checkpointing=gcs[-1])
+        return TrainingPlan(quantize=qs[0], gradient_checkpointing=gcs[-1], phases_per_gpu=phases_per_gpu)
     sizes = sizes_of() if callable(sizes_of) else sizes_of
     shape = {"family": family, "resolution": resolution, "rank": rank}
-    candidates = [_training_candidate(sizes, gpu, q, gc, **shape) for q, gc in rungs]
-    return _first_fitting("training", candidates, gpu, chosen_by_user=quantize != "auto")
+    candidates = [_training_candidate(sizes, gpu, q, gc, phases_per_gpu, **shape) for q, gc in rungs]
+    return _first_fitting("training", candidates, gpu, chosen_by_user=quantize != "auto", times=phases_per_gpu)
 
 
 class SamplingPlan(BaseModel):
@@ -316,6 +334,9 @@ def oom_advice(log_text: str, plan: TrainingPlan | None) -> str | None:
     if plan is None:
         return "the GPU ran out of memory; try --quantize int8 --gradient-checkpointing"
     estimate = f", estimated {plan.estimate_gib:.1f} GiB" if plan.estimate_gib is not None else ""
+    if plan.phases_per_gpu > 1:  # two phases shared the card: one at a time first
+        both = f"both phases at once ({plan.label()}{estimate} each)"
+        return f"the GPU ran out of memory with {both}; try --phases sequential"
     return f"the GPU ran out of memory with {plan.label()}{estimate}; {next_training_plan(plan)}"
 
 

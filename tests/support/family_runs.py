@@ -52,7 +52,8 @@ class FamilyRun:
         """Every sigma SimpleTuner trained the phase on, batch by batch, as the model saw it."""
         lines = (self.root / "trained-sigmas.jsonl").read_text().splitlines()
         records = [json.loads(line) for line in lines]
-        return [s for r in records if r["output_dir"] == f"glance-{phase}" for s in r["sigmas"]]
+        # SimpleTuner's output_dir is the LoRA folder as seen from the phase's working folder: ../glance-PHASE
+        return [s for r in records if Path(r["output_dir"]).name == f"glance-{phase}" for s in r["sigmas"]]
 
 
 def train_family(family: str, tiny, tmp_path_factory) -> FamilyRun:
