@@ -16,8 +16,10 @@ from glance import __version__
 from glance.batch import base_image_path
 from glance.cli import app
 from glance.families import FAMILIES, GlanceError, model_schedule
+from glance.files import file_sha256
 from glance.infer import options_from_manifest, run_infer
 from glance.infer_options import InferOptions
+from glance.manifest import WEIGHTS_NAME
 from glance.records import read_png_parameters
 from glance.sampler import exact_scheduler
 from glance.schedule import base_schedule, default_lists
@@ -90,7 +92,8 @@ def test_runs_the_trained_sigmas_with_slow_then_fast(tiny, family, tmp_path):
 
     # SimpleTuner's alpha (4 x rank, in the file's metadata) is applied: scale alpha / rank.
     for name, folder in (("slow", model.slow), ("fast", model.fast)):
-        expected = {"path": str(folder), "rank": 4, "alpha": 16, "alpha_from": "file metadata", "scale": 4.0}
+        expected = {"path": str(folder), "rank": 4, "alpha": 16, "alpha_from": "file metadata", "scale": 4.0,
+                    "sha256": file_sha256(folder / WEIGHTS_NAME)}  # what identifies the pair when the run moves
         assert result.summary["loras"][name] == expected
 
     assert read_png_parameters(result.image) == result.summary
@@ -181,6 +184,7 @@ def test_alpha_of_a_lora_without_metadata_comes_from_simpletuner_config(tiny, tm
     result = infer(model, tmp_path, out=tmp_path / "plain.png", slow_lora=plain).images[0]
     assert result.summary["loras"]["slow"] == {
         "path": str(plain),
+        "sha256": file_sha256(plain / WEIGHTS_NAME),
         "rank": 4,
         "alpha": 4,
         "alpha_from": "none: alpha = rank assumed",
@@ -191,6 +195,7 @@ def test_alpha_of_a_lora_without_metadata_comes_from_simpletuner_config(tiny, tm
     result = infer(model, tmp_path, out=tmp_path / "config.png", slow_lora=plain).images[0]
     assert result.summary["loras"]["slow"] == {
         "path": str(plain),
+        "sha256": file_sha256(plain / WEIGHTS_NAME),
         "rank": 4,
         "alpha": 16.0,
         "alpha_from": "simpletuner_config.json",
