@@ -94,19 +94,24 @@ _QWEN_IMAGE_LORA_MODULES = (
 )
 
 
+# FLUX.1-dev's scheduler config; Chroma's pipeline seeds its sigmas alike, and SimpleTuner's copy of FLUX.2's
+# holds the same numbers (FLUX.2 takes its mu from compute_empirical_mu, not from these bounds).
+_FLUX_SCHEDULER = SchedulerSettings(
+    shift=3.0,
+    use_dynamic_shifting=True,
+    base_shift=0.5,
+    max_shift=1.15,
+    base_image_seq_len=256,
+    max_image_seq_len=4096,
+)
+
+
 FAMILIES: dict[str, Family] = {
     "flux": Family(
         name="flux",
         pipeline_class="FluxPipeline",
         hub_ids=("black-forest-labs/FLUX.1-dev",),
-        scheduler=SchedulerSettings(
-            shift=3.0,
-            use_dynamic_shifting=True,
-            base_shift=0.5,
-            max_shift=1.15,
-            base_image_seq_len=256,
-            max_image_seq_len=4096,
-        ),
+        scheduler=_FLUX_SCHEDULER,
         recipe=Recipe(rank=16, learning_rate=5e-4, train_guidance=1.0, guidance=1.0),
         simpletuner_extras={"flux_guidance_mode": "constant"},
         comfyui=ComfyUISetup(
@@ -183,14 +188,7 @@ FAMILIES: dict[str, Family] = {
         pipeline_class="ChromaPipeline",
         hub_ids=("lodestones/Chroma1-HD",),
         # FLUX.1-dev's settings: ChromaPipeline seeds linspace sigmas and computes mu as FluxPipeline does.
-        scheduler=SchedulerSettings(
-            shift=3.0,
-            use_dynamic_shifting=True,
-            base_shift=0.5,
-            max_shift=1.15,
-            base_image_seq_len=256,
-            max_image_seq_len=4096,
-        ),
+        scheduler=_FLUX_SCHEDULER,
         # No published Glance recipe: FLUX's (an 8.9B pruned FLUX); CFG 4 as Chroma's own workflows sample.
         recipe=Recipe(rank=16, learning_rate=5e-4, guidance=4.0),
         # SimpleTuner respaces every sampled sigma for Chroma (s < 0.5 -> s^2, else 1 - (1 - s)^2,
@@ -239,14 +237,7 @@ FAMILIES: dict[str, Family] = {
         refused_hub_ids=FLUX2_DISTILLED,
         # SimpleTuner's copy of the hub config (flux2/model.py SCHEDULER_CONFIG); with empirical mu only the
         # exponential time shift is used: the pipelines pass mu = compute_empirical_mu(tokens, steps).
-        scheduler=SchedulerSettings(
-            shift=3.0,
-            use_dynamic_shifting=True,
-            base_shift=0.5,
-            max_shift=1.15,
-            base_image_seq_len=256,
-            max_image_seq_len=4096,
-        ),
+        scheduler=_FLUX_SCHEDULER,
         default_sigmas="empirical_mu",
         # FLUX's paper recipe (rank 16, 5e-4); [klein] base is sampled with true CFG 4 (its pipeline's default).
         recipe=Recipe(rank=16, learning_rate=5e-4, guidance=4.0),

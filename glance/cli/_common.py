@@ -54,6 +54,13 @@ class TrainDevice(StrEnum):  # where SimpleTuner trains (infer has its own, with
     cpu = "cpu"
 
 
+class SampleDevice(StrEnum):  # where infer and eval sample: diffusers also runs on mps
+    auto = "auto"
+    cuda = "cuda"
+    mps = "mps"
+    cpu = "cpu"
+
+
 ModelOpt = Annotated[
     str | None,
     typer.Option("--model", "-m", help="Hub id or local diffusers folder. [default: black-forest-labs/FLUX.1-dev]"),

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from glance.cli._common import ForceOpt, cli_errors, examples
+from glance.cli._common import ForceOpt, SampleDevice, cli_errors, examples
 
 EPILOG = examples(
     "glance eval -o output",
@@ -18,13 +18,6 @@ EPILOG = examples(
     "glance eval -o output --scorer clip --scorer dino --scorer-model clip=./clip-vit-large --device cuda",
     "glance eval -o output --reference 30 --num-processes 4 --device cuda --json",
 )
-
-
-class EvalDevice(StrEnum):
-    auto = "auto"
-    cuda = "cuda"
-    mps = "mps"
-    cpu = "cpu"
 
 
 class Scorer(StrEnum):
@@ -80,7 +73,7 @@ def eval_command(
             "--cache", help="Render cache of base images. [default: $GLANCE_EVAL_CACHE or ~/.cache/glance/eval]"
         ),
     ] = None,
-    device: Annotated[EvalDevice, typer.Option(help="auto: cuda, else mps, else cpu.")] = EvalDevice.auto,
+    device: Annotated[SampleDevice, typer.Option(help="auto: cuda, else mps, else cpu.")] = SampleDevice.auto,
     num_processes: Annotated[
         int, typer.Option("--num-processes", min=1, help="Spread the renders over N processes, one device each.")
     ] = 1,

@@ -16,6 +16,7 @@ from glance.cli._common import (
     OutputDirOpt,
     Quantize,
     QuantizeOpt,
+    SampleDevice,
     cli_errors,
     examples,
 )
@@ -55,13 +56,6 @@ FastListOpt = Annotated[
         "--fast-timesteps", help="The fast LoRA's training list, comma-separated. [default: from the manifest]"
     ),
 ]
-
-
-class InferDevice(StrEnum):
-    auto = "auto"
-    cuda = "cuda"
-    mps = "mps"
-    cpu = "cpu"
 
 
 class InferDtype(StrEnum):
@@ -127,7 +121,7 @@ def infer_command(
     ] = None,
     negative_prompt: Annotated[str | None, typer.Option(help="[default: per family; Qwen-Image ' ']")] = None,
     true_cfg: Annotated[float | None, typer.Option(help="True CFG scale. [default: per family; Qwen-Image 5]")] = None,
-    device: Annotated[InferDevice, typer.Option(help="auto: cuda, else mps, else cpu.")] = InferDevice.auto,
+    device: Annotated[SampleDevice, typer.Option(help="auto: cuda, else mps, else cpu.")] = SampleDevice.auto,
     dtype: Annotated[InferDtype, typer.Option(help="auto: bfloat16 on a GPU, float32 on the CPU.")] = InferDtype.auto,
     cpu_offload: Annotated[
         bool, typer.Option("--cpu-offload", help="Keep each model on the CPU until it runs (less GPU memory).")
