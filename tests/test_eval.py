@@ -119,7 +119,8 @@ def test_another_pair_renders_no_reference_image_and_a_broken_one_moves_the_verd
               for i in columns["glance-10 x0.25"]["images"]]  # fmt: skip
     assert max(float(np.abs(a - b).mean()) for a, b in zip(full, broken, strict=True)) > 1.0
     assert result.report["verdict"] != first["verdict"]
-    assert result.report["comparisons"][0]["closer"] != first["comparisons"][0]["closer"]
+    # Its scores move too (not the `closer` share: with 4 images both pairs can lose on every one, 0/4 on CI).
+    assert columns["glance-10 x0.25"]["mean"]["ssim"] != first["columns"][3]["mean"]["ssim"]
     # `glance push` puts the run's eval table in the model card.
     built = build_folder(PushOptions(repo_id="me/weak-pair", output_dir=other, base_model="me/shapes"), work / "push")
     assert "## Evaluation (`glance eval`)" in built.card and "| glance-10 x0.25 | 4 |" in built.card

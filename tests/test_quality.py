@@ -123,8 +123,10 @@ def test_trained_pair_reaches_its_benchmarked_accuracy(trained_run):
 def test_broken_sampling_changes_the_images(trained_run, tmp_path):
     """Adapters swapped (fast on the high-noise steps, slow on the rest) change the images; the right ones
     render again bit for bit, so the difference is the swap's. On this model a pair moves images only a
-    little (the benchmark's MSE to base 50: ~0.001), so the bar is a measured one: 0.005 mean absolute
-    difference on the first caption when written, against exactly 0 for the right adapters."""
+    little (the benchmark's MSE to base 50: ~0.001), and how much depends on the machine that trained the pair
+    (the weakest caption measured 0.0012 mean absolute difference on CI, 0.002+ here), so the bars sit well
+    under what was measured and far above exactly 0 for the right adapters: every image moves, and on
+    average by 0.001."""
     from glance.infer import options_from_manifest, run_infer
     from glance.progress import Reporter
 
@@ -146,4 +148,4 @@ def test_broken_sampling_changes_the_images(trained_run, tmp_path):
         "swapped.png", slow_lora=trained_run.output / "glance-fast", fast_lora=trained_run.output / "glance-slow"
     )
     differences = [float(np.abs(a - b).mean()) for a, b in zip(swapped, demo, strict=True)]
-    assert min(differences) > 0.002, differences
+    assert min(differences) > 3e-4 and sum(differences) / len(differences) > 1e-3, differences
