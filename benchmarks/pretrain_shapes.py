@@ -36,7 +36,7 @@ noise - x0), s = t through FLUX's shift at 16 image tokens; AdamW, warm-up then 
 of the weights (the EMA is what ships). Two cosine cycles: 4,500 steps with t uniform, then 3,000
 at a lower peak with t logit-normal (SD3's sampling: most steps at mid noise, where the shape is
 decided). The second cycle is what lifted the base at 50 steps from 73 % to 87 % of held-out
-images; the same 3,000 steps with t uniform left it at 73 % (README, "The small model").
+images; the same 3,000 steps with t uniform left it at 73 % (docs/quality.md, "How the shapes model was made").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`glance eval`'s outputs: eval.json (its schema is in the README), eval.md, the compare sheet, the table.
+"""`glance eval`'s outputs: eval.json (its schema is in docs/commands.md), eval.md, the compare sheet, the table.
 
 The statistics come from glance/eval_stats.py; this module only arranges them. The model card's
 section (`glance push`) is eval.md's table and verdict, read back from the run's eval.json.
