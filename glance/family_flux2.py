@@ -12,10 +12,13 @@ from pathlib import Path
 from glance.family import ComfyUISetup, Family, GlanceError, is_local_model, read_json
 
 # FLUX.2 [klein] base and [dev]: ComfyUI's core Flux2 model (comfy/model_base.py, class Flux2(Flux)); the file names
-# are those of the Comfy-Org/flux2-klein and Comfy-Org/flux2-dev repackaged models.
+# are those of the Comfy-Org/flux2-klein and Comfy-Org/flux2-dev repackaged models. Flux2 takes Flux's LoRA key map,
+# comfy/utils.py flux_to_diffusers: the single blocks' fused attn.to_qkv_mlp_proj and attn.to_out go whole to
+# linear1 and linear2 ("# Flux 2"; diffusers' converter renames linear1 without reordering), the double blocks'
+# ff(_context).linear_in/out to img_mlp / txt_mlp (read at ComfyUI 4f874c5, 2026-07-29).
 FLUX2_LORA_MODULES = (
-    r"transformer_blocks\.\d+\.attn\.(to_[qkv]|to_out\.0)",
-    r"single_transformer_blocks\.\d+\.attn\.to_qkv_mlp_proj",
+    r"transformer_blocks\.\d+\.(attn\.(to_[qkv]|add_[qkv]_proj|to_out\.0|to_add_out)|ff(_context)?\.linear_(in|out))",
+    r"single_transformer_blocks\.\d+\.attn\.(to_qkv_mlp_proj|to_out)",
 )
 FLUX2_DEV_TEXT_ENCODER_REPO = "mistralai/Mistral-Small-3.1-24B-Instruct-2503"  # SimpleTuner's MISTRAL_PATH
 FLUX2_KLEIN_COMFYUI = ComfyUISetup(

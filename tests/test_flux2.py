@@ -173,6 +173,25 @@ def test_trained_klein_exports_for_comfyui(flux2_run, tmp_path):
     assert any(".attn.to_qkv_mlp_proj." in key for key in keys) and any(".attn.to_q." in key for key in keys)
 
 
+def test_comfyuis_flux2_key_map_takes_every_linear_of_the_blocks_and_nothing_else():
+    """ComfyUI maps FLUX.2's block Linears (comfy/utils.py flux_to_diffusers, "# Flux 2"); the embedders it may
+    name otherwise, so a LoRA on them is refused rather than half loaded."""
+    import re
+
+    import torch
+
+    from glance.family_flux2 import FLUX2_LORA_MODULES
+    from glance.tiny.flux2 import flux2_transformer
+
+    mapped = re.compile("|".join(f"(?:{pattern})" for pattern in FLUX2_LORA_MODULES))
+    transformer = flux2_transformer(0, text_width=16, guidance_embeds=False)
+    linears = [name for name, module in transformer.named_modules() if isinstance(module, torch.nn.Linear)]
+    in_blocks = [name for name in linears if "transformer_blocks." in name]
+    assert {n.split(".", 2)[2] for n in in_blocks} >= {"attn.to_qkv_mlp_proj", "attn.to_out", "ff.linear_in"}
+    assert [name for name in in_blocks if not mapped.fullmatch(name)] == []
+    assert not any(mapped.fullmatch(name) for name in linears if name not in in_blocks)
+
+
 def test_dev_folder_serves_its_text_encoder_as_the_repo_simpletuner_loads(tmp_path):
     """SimpleTuner loads [dev]'s Mistral and processor from the Hub's Mistral-24B repo: the run serves the model's."""
     from glance.families import FLUX2_DEV_TEXT_ENCODER_REPO
