@@ -206,10 +206,27 @@ def needed_files(files: dict[str, HubFile], components: list[str] | None) -> lis
 
 def download(model: str, listing: HubListing, *, emit: Callable[[str], None]) -> Path:
     """Download what the pipeline needs at `listing.sha` into the HF cache; returns the snapshot folder."""
-    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub import hf_hub_download
 
     index_path = hf_hub_download(model, "model_index.json", revision=listing.sha)
     files = needed_files(listing.files, pipeline_components(read_json(Path(index_path))))
+    folder = fetch_files(model, listing, files, emit=emit)
+    if not is_complete_pipeline(folder):
+        raise GlanceError(f"the download of {model} is incomplete in {folder}; run again to resume")
+    emit(f"downloaded {model} -> {folder}")
+    return folder
+
+
+def fetch_files(model: str, listing: HubListing, files: list[str], *, emit: Callable[[str], None] | None = None,
+                label: str | None = None) -> Path:  # fmt: skip
+    """`files` of `model` at `listing.sha` into the HF cache, after a disk check, with one byte bar.
+
+    The one download path of glance: base models (`download`) and eval's scorer models. `label` names
+    the download in its first line (default: the model); `emit` prints it (default: stderr).
+    """
+    from huggingface_hub import constants
+
+    emit = emit or _stderr
     missing = _missing_bytes(model, files, listing.files)
     cache = Path(constants.HF_HUB_CACHE)
     free = shutil.disk_usage(_existing_parent(cache)).free
@@ -219,14 +236,10 @@ def download(model: str, listing: HubListing, *, emit: Callable[[str], None]) ->
             "free some space or point HF_HOME at a bigger disk"
         )
     emit(
-        f"downloading {model} (revision {listing.sha[:12]}): {len(files)} files, {_size(missing)} "
+        f"downloading {label or model} (revision {listing.sha[:12]}): {len(files)} files, {_size(missing)} "
         f"into {cache}; Ctrl-C stops, the next run resumes"
     )
-    folder = _download_in_child(model, listing, files, missing)
-    if not is_complete_pipeline(folder):
-        raise GlanceError(f"the download of {model} is incomplete in {folder}; run again to resume")
-    emit(f"downloaded {model} -> {folder}")
-    return folder
+    return _download_in_child(model, listing, files, missing)
 
 
 def _download_in_child(model: str, listing: HubListing, files: list[str], missing: int) -> Path:

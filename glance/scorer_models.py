@@ -8,8 +8,6 @@ safetensors is fetched: the JSON/text files and the safetensors weights at the r
 
 from __future__ import annotations
 
-import shutil
-import sys
 from pathlib import Path
 
 from glance.families import GlanceError
@@ -34,15 +32,7 @@ def scorer_folder(model: str, *, scorer: str) -> Path:
         return cached
     from huggingface_hub import constants
 
-    from glance.hub import (
-        DISK_MARGIN,
-        _download_in_child,
-        _existing_parent,
-        _missing_bytes,
-        _size,
-        hub_listing,
-        remember_ref,
-    )
+    from glance.hub import fetch_files, hub_listing, remember_ref
     from glance.hub_errors import HubUnreachable
 
     if constants.HF_HUB_OFFLINE:
@@ -57,13 +47,7 @@ def scorer_folder(model: str, *, scorer: str) -> Path:
     files = sorted(f for f in listing.files if "/" not in f and f.endswith(_WANTED))
     if not any(f.endswith(".safetensors") for f in files):
         raise GlanceError(f"{model} has no safetensors weights; glance loads weights from safetensors only")
-    missing = _missing_bytes(model, files, listing.files)
-    cache = Path(constants.HF_HUB_CACHE)
-    free = shutil.disk_usage(_existing_parent(cache)).free
-    if missing + DISK_MARGIN > free:
-        raise GlanceError(f"not enough disk for {model}: {_size(missing)} to download, {_size(free)} free in {cache}")
-    print(f"downloading the {scorer} scorer {model}: {len(files)} files, {_size(missing)}", file=sys.stderr, flush=True)
-    folder = _download_in_child(model, listing, files, missing)
+    folder = fetch_files(model, listing, files, label=f"the {scorer} scorer {model}")
     remember_ref(model, "main", listing.sha)
     return folder
 

@@ -274,3 +274,26 @@ def test_qwen_image_trains_both_phases_and_samples(tiny, tmp_path):
     assert sampled.returncode == 0, sampled.stderr
     summary = json.loads(sampled.stdout)["images"][0]["record"]
     assert (tmp_path / "qwen.png").is_file() and summary["family"] == "qwen_image"
+
+
+def test_an_eval_scorer_model_is_fetched_once_through_the_same_download(hub, tmp_path):
+    """`glance eval`'s scorer models take the base models' download path: disk check, one line, the byte bar."""
+    from glance.tiny.scorers import build_tiny_scorer
+
+    repo = "glance-test/tiny-clip"
+    hub.add_repo(repo, build_tiny_scorer("clip", tmp_path / "clip"))
+    env = dict(os.environ, HF_ENDPOINT=hub.url, HF_HOME=str(tmp_path / "hf-home"), HF_HUB_DISABLE_TELEMETRY="1")
+    env.pop("HF_HUB_OFFLINE", None)
+    fetch = f"from glance.scorer_models import scorer_folder; print(scorer_folder({repo!r}, scorer='clip'))"
+
+    def run(**extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", fetch], env={**env, **extra}, capture_output=True, text=True,
+                              timeout=300)  # fmt: skip
+
+    first = run()
+    assert first.returncode == 0, first.stderr
+    folder = Path(first.stdout.strip())
+    assert (folder / "config.json").is_file() and list(folder.glob("*.safetensors"))
+    assert first.stderr.startswith(f"downloading the clip scorer {repo} (revision "), first.stderr
+    again = run(HF_HUB_OFFLINE="1")  # from the cache, offline, without a word
+    assert (again.returncode, again.stdout.strip(), again.stderr) == (0, str(folder), "")
