@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.fake_gpus import fake_gpus
 from typer.testing import CliRunner
 
 from glance.cli import app
@@ -305,13 +306,7 @@ def test_nvidia_smi_output():
 
 def test_detected_gpu_plans_without_gpu_memory(workdir, monkeypatch):
     """nvidia-smi is asked (torch is not); a stand-in reports a 24 GB card."""
-    bin_dir = workdir / "bin"
-    bin_dir.mkdir()
-    smi = bin_dir / "nvidia-smi"
-    smi.write_text(f'#!{sys.executable}\nprint("NVIDIA GeForce RTX 4090, 24564")\n')
-    smi.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    fake_gpus(workdir, monkeypatch, "NVIDIA GeForce RTX 4090, 24564")
     plan = plan_run(TrainSettings(device="cuda")).memory
     assert plan.quantize == "int8" and plan.gpu.name == "NVIDIA GeForce RTX 4090"
     assert "of 24.0 GiB (NVIDIA GeForce RTX 4090)" in plan.describe()

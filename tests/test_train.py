@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support.fake_gpus import fake_gpus
 from support.fake_terminal import FakeTerminal
 from typer.testing import CliRunner
 
@@ -419,17 +420,6 @@ def test_dry_run_shows_commands_and_runs_nothing(fake):
     assert "train --env" in result.output and "MIXED_PRECISION=no" in result.output
     assert "PYTHONPATH=" in result.output  # the CPU shim
     assert not calls(fake) and not (fake / "output").exists()
-
-
-def fake_gpus(folder: Path, monkeypatch, *cards: str) -> None:
-    """A stand-in nvidia-smi on PATH reporting `cards` ("name, MiB")."""
-    bin_dir = folder / "smi-bin"
-    bin_dir.mkdir()
-    smi = bin_dir / "nvidia-smi"
-    smi.write_text(f"#!{sys.executable}\nprint({chr(10).join(cards)!r})\n")
-    smi.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
 
 
 def test_parallel_on_four_gpus_gives_each_phase_its_own(fake, monkeypatch):
