@@ -5,6 +5,7 @@ torch stays unimported: a plan is made before anything heavy loads.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -47,8 +48,11 @@ def visible_gpu_ids(text: str, visible: str | None = None) -> list[str]:
 def _nvidia_smi() -> str | None:
     """nvidia-smi's name,memory.total lines (torch stays unimported); None when it cannot tell."""
     smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return None
+    return None if smi is None else _query(smi)
+
+
+@functools.cache  # one plan asks several times (one phase, two at once, which GPUs); the cards do not change
+def _query(smi: str) -> str | None:
     try:
         done = subprocess.run(
             [smi, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
